@@ -1,0 +1,1 @@
+"""The invconv-deblur command line (see issue: deblurring CLI)."""

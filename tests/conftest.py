@@ -1,0 +1,41 @@
+import os
+
+import numpy as np
+import pytest
+
+from oracle import anchor
+
+ORIENTATIONS = ("TL", "TR", "BL", "BR")
+DTYPES = (np.float32, np.float64)
+# rtol per dtype for comparisons against the float64 oracle
+RTOL = {np.dtype(np.float32): 2e-4, np.dtype(np.float64): 1e-10}
+
+
+@pytest.fixture
+def rng(request):
+    """Fresh random inputs every run; the seed is printed so a failure can be replayed."""
+    seed = int(os.environ.get("INVCONV_TEST_SEED", int.from_bytes(os.urandom(4), "little")))
+    print(f"{request.node.nodeid}: seed={seed}")
+    return np.random.default_rng(seed)
+
+
+def make_weight(rng, channels, kh, kw, orientation="TL", dtype=np.float64):
+    """A random weight whose inverse stays well conditioned.
+
+    The anchor diagonal is sign * U(1, 2); the other taps are small. The anchor's
+    masked upper triangle is filled with large junk that every function must ignore.
+    """
+    w = rng.uniform(-1, 1, (channels, channels, kh, kw)) * (0.5 / (channels * kh * kw))
+    a, e = anchor(orientation, kh, kw)
+    diag = rng.choice([-1.0, 1.0], channels) * rng.uniform(1.0, 2.0, channels)
+    w[:, :, a, e] = np.tril(w[:, :, a, e], -1) + np.diag(diag) + np.triu(rng.uniform(5, 9, (channels, channels)), 1)
+    return w.astype(dtype)
+
+
+def assert_close(actual, expected, dtype, scale=None):
+    """Compare with a tolerance relative to the size of ``expected`` (or ``scale``)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape
+    ref = scale if scale is not None else max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=RTOL[np.dtype(dtype)] * ref)
