@@ -44,3 +44,20 @@ def test_wheel_installs_kernels_and_bindings(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok")
+
+
+_BLOCKED = r"""
+import sys
+for name in ("cupy", "torch", "skimage", "PIL", "tqdm"):
+    sys.modules[name] = None  # any import of these now fails
+import numpy as np
+import invconv_cupy
+x = np.ones((1, 1, 2, 2)); w = np.ones((1, 1, 1, 1))
+np.testing.assert_array_equal(invconv_cupy.solve(x, w), x)
+print("ok")
+"""
+
+
+def test_core_needs_only_numpy_and_scipy():
+    out = subprocess.run([sys.executable, "-c", _BLOCKED], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
