@@ -122,12 +122,11 @@ class EmulatedFunction:
 
     def __call__(self, grid, block, args, shared_mem=0):
         grid, block = self._check_geometry(grid, block, int(shared_mem))
-        params, holders = self._pack(tuple(args))
+        params, holders = self._pack(tuple(args))  # noqa: F841
         seed = self._device.seed if self._device.seed is not None else int.from_bytes(os.urandom(8), "little")
         geometry = (ctypes.c_uint64 * 8)(*grid, *block, int(shared_mem), seed)
         with _LAUNCH_LOCK:
-            self._launch(geometry, params)
-        del holders
+            self._launch(geometry, params)   # `holders` keeps the argument values alive until here
 
 
 def _dims(what, dims):
