@@ -154,6 +154,12 @@ def test_compile_errors_carry_the_log():
         build("this is not C++;\n")
 
 
+def test_a_missing_compiler_is_reported(monkeypatch):
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    with pytest.raises(KernelCompileError, match="needs a C\\+\\+20 compiler"):
+        build("int x;\n")
+
+
 _BUILD = """
 import sys
 from invconv_cupy.emulator.build import build
