@@ -10,6 +10,8 @@
   differentiated by autograd (for tests and comparisons).
 """
 
+from . import reference
+from .flow import InverseConv2d, InverseConv2dChain
 from .ops import conv, solve
 
-__all__ = ["conv", "solve"]
+__all__ = ["conv", "solve", "InverseConv2d", "InverseConv2dChain", "reference"]
