@@ -67,22 +67,22 @@ def _check_diagonal(device: torch.device) -> bool:
 # --- the work: detach, launch where torch would, call the functional API ---
 
 
-def _run_conv(x: Tensor, weight: Tensor, orientation: str) -> Tensor:
+def _run_conv(x: Tensor, weight: Tensor, orientation: str = "TL") -> Tensor:
     with torch_launch_context(x.device):
         return ic.conv(x.detach(), weight.detach(), orientation)
 
 
-def _run_conv_vjp(grad_y: Tensor, x: Tensor, weight: Tensor, orientation: str) -> tuple[Tensor, Tensor]:
+def _run_conv_vjp(grad_y: Tensor, x: Tensor, weight: Tensor, orientation: str = "TL") -> tuple[Tensor, Tensor]:
     with torch_launch_context(x.device):
         return ic.conv_vjp(grad_y.detach(), x.detach(), weight.detach(), orientation)
 
 
-def _run_solve(y: Tensor, weight: Tensor, orientation: str) -> Tensor:
+def _run_solve(y: Tensor, weight: Tensor, orientation: str = "TL") -> Tensor:
     with torch_launch_context(y.device):
         return ic.solve(y.detach(), weight.detach(), orientation, check=_check_diagonal(y.device))
 
 
-def _run_solve_vjp(grad_x: Tensor, x: Tensor, weight: Tensor, orientation: str) -> tuple[Tensor, Tensor]:
+def _run_solve_vjp(grad_x: Tensor, x: Tensor, weight: Tensor, orientation: str = "TL") -> tuple[Tensor, Tensor]:
     with torch_launch_context(x.device):
         return ic.solve_vjp(grad_x.detach(), x.detach(), weight.detach(), orientation, check=False)
 
@@ -96,20 +96,20 @@ _solve_vjp = torch.library.custom_op(f"{_NS}::solve_vjp", _run_solve_vjp, mutate
 
 
 @_conv.register_fake
-def _(x, weight, orientation):
+def _(x, weight, orientation="TL"):
     _check("x", x, weight, orientation)
     return _empty(x)
 
 
 @_solve.register_fake
-def _(y, weight, orientation):
+def _(y, weight, orientation="TL"):
     _check("y", y, weight, orientation)
     return _empty(y)
 
 
 @_conv_vjp.register_fake
 @_solve_vjp.register_fake
-def _(grad, x, weight, orientation):
+def _(grad, x, weight, orientation="TL"):
     _check("x", x, weight, orientation)
     return _empty(grad), _empty(weight)
 
