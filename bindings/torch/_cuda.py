@@ -12,6 +12,11 @@ Inside :func:`torch_launch_context`:
   it is being captured.
 
 Nothing here synchronizes with the host.
+
+Results reach torch through DLPack, so their storage is owned by the CuPy
+array (itself holding torch's allocation) rather than by a torch storage:
+``Tensor.record_stream`` does nothing for them. To use a result on another
+stream, order the streams (``wait_stream``) before it is freed.
 """
 
 from __future__ import annotations
