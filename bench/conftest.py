@@ -16,7 +16,7 @@ def pytest_terminal_summary(terminalreporter, config):
         return
     groups = {}
     for bench in session.benchmarks:
-        if bench.stats is None:
+        if bench.stats is None or not bench.stats.data:  # failed or skipped
             continue
         groups.setdefault(bench.group, {})[bench.extra_info.get("role", bench.name)] = bench.stats.median
     terminalreporter.section("ratios (our median / baseline median; below 1 means we are faster)")
