@@ -6,19 +6,20 @@
 // frame pixel (u, v) is the physical pixel (fh ? H-1-u : u, fw ? W-1-v : v) with
 //     fh = flip_h ^ transpose,  fw = flip_w ^ transpose
 // (the transposed solve starts from the opposite corner). Pixel (u, v) depends
-// on the frame offsets (p, q), 0 <= p < PH, 0 <= q < PW, i.e. on the pixels
-// (u-p, v-q), through the C x C matrix
-//     F_pq[o][c] = weight[o][c][a][e]   (forward)   or   weight[c][o][a][e]   (transpose)
-// with the physical tap a = flip_h ? p : KH-1-p, e = flip_w ? q : KW-1-q. F_00 is
-// the anchor matrix A (lower-triangular: weight[o][c][anchor] with c > o is never
-// read) or A^T. So
-//     x(u, v) = F_00^-1 y(u, v) + sum_{(p,q) != 0} M_pq x(u-p, v-q),   M_pq = -F_00^-1 F_pq.
+// on the pixels (u-p, v-q), 0 <= p < PH, 0 <= q < PW, through the C x C matrix
+//     F_t[o][c] = weight[o][c][a][e]   (forward)   or   weight[c][o][a][e]   (transpose)
+// of frame tap t = p*PW + q, with the physical tap a = flip_h ? p : KH-1-p,
+// e = flip_w ? q : KW-1-q. F_0 is the anchor matrix A (used lower-triangular:
+// weight[o][c][anchor] with c > o is never read) or A^T. So
+//     x(u, v) = F_0^-1 y(u, v) + sum_{t != 0} M_t x(u-p, v-q),   M_t = -F_0^-1 F_t.
 // PH = min(KH, H), PW = min(KW, W): further taps only ever meet zero padding.
 //
-// The matrices ("prepared" below) are stored as prepared[(t*C + c)*Cp + o] for
-// tap t = p*PW + q: t = 0 holds F_00^-1, the others M_pq. The output index o is
-// the fastest, padded with zeros to Cp = a multiple of IC_SOLVE_OUTPUTS, so the
-// IC_SOLVE_OUTPUTS outputs a thread computes are consecutive words.
+// Buffers (ic_real words; "taps" = PH*PW, Cp = C rounded up to the launcher's
+// outputs per thread G):
+//     wbuf[(t*C + o)*C + c] = weight of frame tap t (forward orientation, c > o of t = 0 zeroed)
+//     ainv[r*C + k]         = A^-1 (lower-triangular)
+//     prepared[(t*C + c)*Cp + o] = F_0^-1[o][c] for t = 0, M_t[o][c] otherwise,
+//                           zero for o >= C: a thread's G outputs are consecutive words.
 //
 // A block solves one tile of TH x TW frame pixels (all channels) of one image,
 // as a wavefront over the tile's anti-diagonals with one __syncthreads() per
@@ -29,94 +30,92 @@
 // ti = ti0 + k, tile column D - ti). The single-launch path is the same kernel
 // with one tile covering the whole image (D = 0, B blocks).
 
-// Outputs per thread in a step (register blocking over output channels). The
-// launcher (invconv_cupy/backends/kernel_solve.py) mirrors this value.
-#define IC_SOLVE_OUTPUTS 2
+// wbuf from the weight, reading it in memory order (coalesced).
+__device__ void ic_solve_stage_weights(const ic_real* __restrict__ w, ic_real* wbuf,
+                                       int C, int KH, int KW, int PH, int PW, int flip_h, int flip_w)
+{
+    const int n = C * C * KH * KW;
+    for (int idx = threadIdx.x; idx < n; idx += blockDim.x) {
+        const int e = idx % KW, a = (idx / KW) % KH;
+        const int c = (idx / (KW * KH)) % C, o = idx / (KW * KH * C);
+        const int p = flip_h ? a : KH - 1 - a;
+        const int q = flip_w ? e : KW - 1 - e;
+        if (p < PH && q < PW) {
+            const int t = p * PW + q;
+            wbuf[(t * C + o) * C + c] = (t == 0 && c > o) ? (ic_real)0 : w[idx];
+        }
+    }
+}
 
-// Column k of A^-1 (A = the anchor matrix, lower-triangular) by substitution,
-// one column per thread: ainv[r*C + k]. A zero on A's diagonal gives inf/nan.
-__device__ void ic_anchor_inverse(const ic_real* __restrict__ w, ic_real* ainv,
-                                  int C, int KH, int KW, int a0, int e0)
+// Column k of A^-1 by substitution, one column per thread. A zero on A's
+// diagonal gives inf/nan (the API checks it unless told not to).
+__device__ void ic_solve_anchor_inverse(const ic_real* wbuf, ic_real* ainv, int C)
 {
     for (int k = threadIdx.x; k < C; k += blockDim.x) {
         for (int r = 0; r < C; ++r) {
             ic_real s = 0;
             if (r >= k) {
                 s = (r == k) ? (ic_real)1 : (ic_real)0;
-                for (int c = k; c < r; ++c)
-                    s -= w[(((ic_index)r * C + c) * KH + a0) * KW + e0] * ainv[c * C + k];
-                s /= w[(((ic_index)r * C + r) * KH + a0) * KW + e0];
+                for (int c = k; c < r; ++c) s -= wbuf[r * C + c] * ainv[c * C + k];
+                s /= wbuf[r * C + r];
             }
             ainv[r * C + k] = s;
         }
     }
 }
 
-// The prepared matrices (see the header) from ainv = A^-1, by all threads.
-__device__ void ic_prepare_taps(const ic_real* __restrict__ w, const ic_real* ainv, ic_real* prepared,
-                                int C, int Cp, int KH, int KW, int PH, int PW,
-                                int flip_h, int flip_w, int transpose)
+// prepared from wbuf and ainv, by all threads.
+__device__ void ic_solve_prepare_taps(const ic_real* wbuf, const ic_real* ainv, ic_real* prepared,
+                                      int C, int Cp, int taps, int transpose)
 {
-    const int n = PH * PW * C * Cp;
+    const int n = taps * C * Cp;
     for (int idx = threadIdx.x; idx < n; idx += blockDim.x) {
-        const int o = idx % Cp;
-        const int c = (idx / Cp) % C;
-        const int t = idx / (Cp * C);
+        const int o = idx % Cp, c = (idx / Cp) % C, t = idx / (Cp * C);
         ic_real value = 0;
         if (o < C && t == 0) {
             value = transpose ? ainv[c * C + o] : ainv[o * C + c];
         } else if (o < C) {
-            const int p = t / PW, q = t % PW;
-            const int a = flip_h ? p : KH - 1 - p;
-            const int e = flip_w ? q : KW - 1 - q;
-            // M[o][c] = -sum_k Finv[o][k] F[k][c]; Finv = A^-1 (k <= o) or A^-T (k >= o).
-            const int k0 = transpose ? o : 0;
-            const int k1 = transpose ? C : o + 1;
-            for (int k = k0; k < k1; ++k) {
-                const ic_real finv = transpose ? ainv[k * C + o] : ainv[o * C + k];
-                const ic_index wo = transpose ? c : k;
-                const ic_index wc = transpose ? k : c;
-                value -= finv * w[((wo * C + wc) * KH + a) * KW + e];
+            // M_t[o][c] = -sum_k F_0^-1[o][k] F_t[k][c]; F_0^-1 = A^-1 (k <= o) or A^-T (k >= o).
+            const ic_real* f = wbuf + t * C * C;
+            if (transpose) {
+                for (int k = o; k < C; ++k) value -= ainv[k * C + o] * f[c * C + k];
+            } else {
+                for (int k = 0; k <= o; ++k) value -= ainv[o * C + k] * f[k * C + c];
             }
         }
         prepared[idx] = value;
     }
 }
 
-// Padded output-channel count of the prepared matrices.
-__device__ __forceinline__ int ic_solve_padded(int C)
-{
-    return (C + IC_SOLVE_OUTPUTS - 1) / IC_SOLVE_OUTPUTS * IC_SOLVE_OUTPUTS;
-}
-
-// The prepared matrices into global memory, for solves whose matrices do not
-// fit in shared memory next to a tile. One block; scratch holds C*C values.
+// prepared in global memory, for solves whose matrices do not fit in shared
+// memory next to a tile. One block; scratch holds C*C + PH*PW*C*C words.
 extern "C" __global__ void solve_prepare(
     const ic_real* __restrict__ w, ic_real* __restrict__ scratch, ic_real* __restrict__ prepared,
-    int C, int KH, int KW, int PH, int PW, int flip_h, int flip_w, int transpose)
+    int C, int Cp, int KH, int KW, int PH, int PW, int flip_h, int flip_w, int transpose)
 {
-    const int a0 = flip_h ? 0 : KH - 1;
-    const int e0 = flip_w ? 0 : KW - 1;
-    ic_anchor_inverse(w, scratch, C, KH, KW, a0, e0);
+    ic_real* ainv = scratch;
+    ic_real* wbuf = scratch + C * C;
+    ic_solve_stage_weights(w, wbuf, C, KH, KW, PH, PW, flip_h, flip_w);
     __syncthreads();
-    ic_prepare_taps(w, scratch, prepared, C, ic_solve_padded(C), KH, KW, PH, PW, flip_h, flip_w, transpose);
+    ic_solve_anchor_inverse(wbuf, ainv, C);
+    __syncthreads();
+    ic_solve_prepare_taps(wbuf, ainv, prepared, C, Cp, PH * PW, transpose);
 }
 
-// One tile anti-diagonal D of the tiled wavefront (see the header).
-// Dynamic shared memory, in ic_real words:
-//     C*C + PH*PW*C*Cp   the anchor inverse and prepared matrices (unless use_given)
-//     C*EH*EW            the tile with its halo, EH = TH+PH-1, EW = TW+PW-1
-// With use_given, `given` holds the prepared matrices (from solve_prepare), the
-// steps read them from global memory, and the first region is absent.
-extern "C" __global__ void solve_tiles(
+// One tile anti-diagonal D of the wavefront (see the header), G output
+// channels per thread in a step. Dynamic shared memory, in ic_real words:
+//     unless use_given:  C*C (ainv) + PH*PW*C*Cp (prepared)
+//     always:            max(C*EH*EW, PH*PW*C*C), EH = TH+PH-1, EW = TW+PW-1: the tile
+//                        with its halo (first wbuf, when the block prepares its matrices)
+// With use_given, `given` holds prepared (from solve_prepare) and the steps
+// read it from global memory.
+template <int G>
+__device__ void ic_solve_tiles(
     const ic_real* __restrict__ y, const ic_real* __restrict__ w, const ic_real* __restrict__ given,
-    ic_real* __restrict__ x,
-    ic_index B, int C, int H, int W, int KH, int KW, int PH, int PW,
+    ic_real* __restrict__ x, ic_index B, int C, int Cp, int H, int W, int KH, int KW, int PH, int PW,
     int flip_h, int flip_w, int transpose, int use_given, int TH, int TW, int D, int ti0)
 {
     IC_DYNAMIC_SHARED(ic_real, shared);
-    const int G = IC_SOLVE_OUTPUTS;
-    const int Cp = ic_solve_padded(C);
     const int taps = PH * PW;
     const int EH = TH + PH - 1, EW = TW + PW - 1, EHW = EH * EW;
     const int fh = flip_h ^ transpose, fw = flip_w ^ transpose;
@@ -136,9 +135,12 @@ extern "C" __global__ void solve_tiles(
         ic_real* ainv = shared;
         ic_real* prepared = shared + C * C;
         img = prepared + taps * C * Cp;
-        ic_anchor_inverse(w, ainv, C, KH, KW, flip_h ? 0 : KH - 1, flip_w ? 0 : KW - 1);
+        ic_solve_stage_weights(w, img, C, KH, KW, PH, PW, flip_h, flip_w);
         __syncthreads();
-        ic_prepare_taps(w, ainv, prepared, C, Cp, KH, KW, PH, PW, flip_h, flip_w, transpose);
+        ic_solve_anchor_inverse(img, ainv, C);
+        __syncthreads();
+        ic_solve_prepare_taps(img, ainv, prepared, C, Cp, taps, transpose);
+        __syncthreads();
         mat = prepared;
     }
 
@@ -155,7 +157,7 @@ extern "C" __global__ void solve_tiles(
     }
     __syncthreads();
 
-    // z = F_00^-1 y in place, one pixel per thread: descending o for the lower
+    // z = F_0^-1 y in place, one pixel per thread: descending o for the lower
     // A^-1 (z[o] needs y[c <= o]), ascending for the upper A^-T.
     for (int k = tid; k < th * tw; k += nthreads) {
         const int pix = (k / tw + PH - 1) * EW + (k % tw + PW - 1);
@@ -170,8 +172,9 @@ extern "C" __global__ void solve_tiles(
     __syncthreads();
 
     // The wavefront: x(u, v) = z(u, v) + sum_{t != 0} M_t x(u-p, v-q). Work item
-    // (pixel on the diagonal, group of G output channels); the diagonal's pixels
-    // read only earlier diagonals, so one barrier per step.
+    // (pixel on the diagonal, group of G output channels); a diagonal's pixels
+    // read only earlier diagonals, so one barrier per step. Two accumulators per
+    // output (even and odd input channels) halve the dependent FMA chain.
     const int groups = Cp / G;
     for (int d = 0; d < th + tw - 1; ++d) {
         const int r0 = max(0, d - tw + 1), r1 = min(th - 1, d);
@@ -180,18 +183,29 @@ extern "C" __global__ void solve_tiles(
             const int o0 = (item % groups) * G;
             const int r = r0 + item / groups;
             const int pix = (r + PH - 1) * EW + (d - r + PW - 1);
-            ic_real acc[G];
-            for (int g = 0; g < G; ++g) acc[g] = (o0 + g < C) ? img[(o0 + g) * EHW + pix] : (ic_real)0;
+            ic_real even[G], odd[G];
+            for (int g = 0; g < G; ++g) {
+                even[g] = (o0 + g < C) ? img[(o0 + g) * EHW + pix] : (ic_real)0;
+                odd[g] = 0;
+            }
             for (int t = 1; t < taps; ++t) {
-                const int source = pix - (t / PW) * EW - (t % PW);
+                const ic_real* src = img + pix - (t / PW) * EW - (t % PW);
                 const ic_real* m = mat + t * C * Cp + o0;
-                for (int c = 0; c < C; ++c) {
-                    const ic_real xv = img[c * EHW + source];
-                    for (int g = 0; g < G; ++g) acc[g] += m[c * Cp + g] * xv;
+                int c = 0;
+                for (; c + 1 < C; c += 2) {
+                    const ic_real x0 = src[c * EHW], x1 = src[(c + 1) * EHW];
+                    for (int g = 0; g < G; ++g) {
+                        even[g] += m[c * Cp + g] * x0;
+                        odd[g] += m[(c + 1) * Cp + g] * x1;
+                    }
+                }
+                if (c < C) {
+                    const ic_real x0 = src[c * EHW];
+                    for (int g = 0; g < G; ++g) even[g] += m[c * Cp + g] * x0;
                 }
             }
             for (int g = 0; g < G; ++g)
-                if (o0 + g < C) img[(o0 + g) * EHW + pix] = acc[g];
+                if (o0 + g < C) img[(o0 + g) * EHW + pix] = even[g] + odd[g];
         }
         __syncthreads();
     }
@@ -203,4 +217,33 @@ extern "C" __global__ void solve_tiles(
         const ic_index at = (ic_index)c * hw + (ic_index)(fh ? H - 1 - u : u) * W + (fw ? W - 1 - v : v);
         xb[at] = img[c * EHW + (r + PH - 1) * EW + (s + PW - 1)];
     }
+}
+
+// The entry points, one per G (output channels per thread); Cp is a multiple of G.
+
+extern "C" __global__ void solve_tiles_g1(
+    const ic_real* __restrict__ y, const ic_real* __restrict__ w, const ic_real* __restrict__ given,
+    ic_real* __restrict__ x, ic_index B, int C, int Cp, int H, int W, int KH, int KW, int PH, int PW,
+    int flip_h, int flip_w, int transpose, int use_given, int TH, int TW, int D, int ti0)
+{
+    ic_solve_tiles<1>(y, w, given, x, B, C, Cp, H, W, KH, KW, PH, PW, flip_h, flip_w, transpose,
+                       use_given, TH, TW, D, ti0);
+}
+
+extern "C" __global__ void solve_tiles_g2(
+    const ic_real* __restrict__ y, const ic_real* __restrict__ w, const ic_real* __restrict__ given,
+    ic_real* __restrict__ x, ic_index B, int C, int Cp, int H, int W, int KH, int KW, int PH, int PW,
+    int flip_h, int flip_w, int transpose, int use_given, int TH, int TW, int D, int ti0)
+{
+    ic_solve_tiles<2>(y, w, given, x, B, C, Cp, H, W, KH, KW, PH, PW, flip_h, flip_w, transpose,
+                       use_given, TH, TW, D, ti0);
+}
+
+extern "C" __global__ void solve_tiles_g4(
+    const ic_real* __restrict__ y, const ic_real* __restrict__ w, const ic_real* __restrict__ given,
+    ic_real* __restrict__ x, ic_index B, int C, int Cp, int H, int W, int KH, int KW, int PH, int PW,
+    int flip_h, int flip_w, int transpose, int use_given, int TH, int TW, int D, int ti0)
+{
+    ic_solve_tiles<4>(y, w, given, x, B, C, Cp, H, W, KH, KW, PH, PW, flip_h, flip_w, transpose,
+                       use_given, TH, TW, D, ti0);
 }

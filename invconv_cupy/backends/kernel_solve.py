@@ -1,11 +1,8 @@
 """The triangular solve on ``kernels/solve.cu``, shared by the kernel backends (``cupy``, ``emulate``).
 
-:func:`solve` computes ``T^-1 y`` (or ``T^-T y``) on a kernel *device*: an
-object with ``function(family, entry, dtype, index)``, ``empty(shape, dtype)``,
-``xp``, ``index64`` and the limits ``max_threads_per_block`` and
-``max_shared_memory_per_block_optin`` (see :mod:`invconv_cupy.backends.kernel_launch`).
-
-Two paths, picked by :func:`plan` from the shared memory a block may use:
+:func:`solve` computes ``T^-1 y`` (or ``T^-T y``) on a kernel *device* (see
+:mod:`invconv_cupy.backends.kernel_launch`). Two paths, picked by :func:`plan`
+from the shared memory a block may use:
 
 - **single launch**: one block per image holds the whole image (all channels,
   plus a zero halo of ``KH-1`` rows and ``KW-1`` columns) in shared memory and
@@ -28,126 +25,122 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..orientation import Orientation
+from .kernel_launch import contiguous, dtype_name, index_scalar, index_type, launch
 
-#: ``IC_SOLVE_OUTPUTS`` in ``kernels/solve.cu``: output channels per thread in a step
-OUTPUTS_PER_THREAD = 2
-#: the largest tile side the tiled path uses (more tiles per anti-diagonal keep more SMs busy)
+#: the tiled path's largest tile side (smaller tiles put more blocks on each tile anti-diagonal)
 MAX_TILE = 64
-#: most threads per block (a step has at most ``min(H, W) * ceil(C / 2)`` work items)
+#: most threads per block (a step has at most ``min(H, W) * ceil(C / G)`` work items)
 MAX_THREADS = 512
+#: output channels per thread in a step (register blocking) that ``solve.cu`` has entry points for
+OUTPUTS_PER_THREAD = (1, 2, 4)
 _FAMILY = "solve"
-_INDEX32_LIMIT = 2**31 - 1
+
+
+def default_outputs_per_thread(channels: int) -> int:
+    """G for ``channels``: 1 for few channels (no padding waste), else 2."""
+    return 1 if channels < 8 else 2
 
 
 @dataclass(frozen=True)
 class Plan:
-    """How a solve runs: tile size, block size, dynamic shared memory, where the step matrices live."""
+    """How one solve runs."""
 
     tile_h: int
     tile_w: int
-    threads: int
-    shared_bytes: int
-    matrices_in_global: bool
     tiles_h: int
     tiles_w: int
-
-    @property
-    def single_launch(self) -> bool:
-        """One tile covers the image: the whole solve is one launch (two with global matrices)."""
-        return self.tiles_h == 1 and self.tiles_w == 1
+    threads: int
+    outputs_per_thread: int
+    shared_bytes: int
+    matrices_in_global: bool  # one solve_prepare launch first; the steps read the matrices from global memory
 
     @property
     def launches(self) -> int:
         return self.tiles_h + self.tiles_w - 1 + int(self.matrices_in_global)
 
 
-def _padded_channels(C):
-    return -(-C // OUTPUTS_PER_THREAD) * OUTPUTS_PER_THREAD
+def _padded(channels, outputs):
+    return -(-channels // outputs) * outputs
 
 
-def _effective_kernel(shape, kernel_size):
-    _, _, H, W = shape
-    KH, KW = kernel_size
-    return min(KH, H), min(KW, W)
+def _tile_sides(limit):
+    """Powers of two from the largest one <= ``limit`` down to 1."""
+    top = 1
+    while top * 2 <= limit:
+        top *= 2
+    return [top >> k for k in range(top.bit_length())]
 
 
-def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS, max_tile=MAX_TILE) -> Plan:
-    """Pick the path for images ``shape`` (B, C, H, W), a ``kernel_size`` (KH, KW) kernel and ``itemsize``.
+def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS, max_tile=MAX_TILE,
+         outputs_per_thread=None) -> Plan:
+    """Pick the path for images ``shape`` (B, C, H, W) and a ``kernel_size`` (KH, KW) kernel.
 
     ``shared_limit`` is the dynamic shared memory a block may use (the device's
-    opt-in limit); ``max_tile`` caps the tiled path's tile side. In order of
-    preference: the whole image with its step matrices in shared memory; the
-    whole image with the matrices in global memory; the largest power-of-two
-    tile side (at most ``max_tile``, at least 8 or ``max_tile``) with the
-    matrices in shared memory; the largest tile with the matrices in global memory.
+    opt-in limit). In order of preference: the whole image with its step
+    matrices in shared memory; the whole image with the matrices in global
+    memory; the largest power-of-two tile side up to ``max_tile`` (and at least 8,
+    or ``max_tile`` if smaller) with the matrices in shared memory; the largest
+    tile with the matrices in global memory.
     """
-    _, C, H, W = shape
-    PH, PW = _effective_kernel(shape, kernel_size)
-    matrices = C * C + PH * PW * C * _padded_channels(C)
+    _, C, H, W = (int(n) for n in shape)
+    PH, PW = min(kernel_size[0], H), min(kernel_size[1], W)
+    G = outputs_per_thread or default_outputs_per_thread(C)
+    if G not in OUTPUTS_PER_THREAD:
+        raise ValueError(f"outputs_per_thread must be one of {OUTPUTS_PER_THREAD}, got {G}")
+    Cp = _padded(C, G)
+    matrices = C * C + PH * PW * C * Cp   # ainv + prepared
+    weights = PH * PW * C * C             # wbuf, staged where the tile goes
 
-    def tile_words(th, tw):
-        return C * (th + PH - 1) * (tw + PW - 1)
+    def words(th, tw, in_global):
+        tile = C * (th + PH - 1) * (tw + PW - 1)
+        return tile if in_global else matrices + max(tile, weights)
 
-    def fits(th, tw, in_global):
-        return (tile_words(th, tw) + (0 if in_global else matrices)) * itemsize <= shared_limit
-
-    top = 1
-    while top * 2 <= max(1, min(max_tile, max(H, W))):
-        top *= 2
-    sides = [top >> k for k in range(top.bit_length())]  # top, top/2, ..., 1
+    sides = _tile_sides(max(1, min(max_tile, max(H, W))))
     candidates = [(H, W, False), (H, W, True)]
-    candidates += [(min(s, H), min(s, W), False) for s in sides if s >= min(8, top)]
+    candidates += [(min(s, H), min(s, W), False) for s in sides if s >= min(8, sides[0])]
     candidates += [(min(s, H), min(s, W), True) for s in sides]
     for th, tw, in_global in candidates:
-        if fits(th, tw, in_global):
-            groups = _padded_channels(C) // OUTPUTS_PER_THREAD
-            items = min(th, tw) * groups
+        shared = words(th, tw, in_global) * itemsize
+        if shared <= shared_limit:
+            items = min(th, tw) * (Cp // G)
             threads = max(32, min(max_threads, -(-items // 32) * 32))
-            shared = (tile_words(th, tw) + (0 if in_global else matrices)) * itemsize
-            return Plan(th, tw, threads, shared, in_global, -(-H // th), -(-W // tw))
+            return Plan(th, tw, -(-H // th), -(-W // tw), threads, G, shared, in_global)
     raise ValueError(
-        f"solve: images of {C} channels with a {PH}x{PW} kernel need {tile_words(1, 1) * itemsize} bytes of shared "
-        f"memory per block even for a 1x1 tile; this device allows {shared_limit}. Use backend='numpy'."
+        f"solve: images of {C} channels with a {PH}x{PW} kernel need {words(1, 1, True) * itemsize} bytes of "
+        f"shared memory per block even for a 1x1 tile; this device allows {shared_limit}. Use backend='numpy'."
     )
 
 
-def _index_type(device, *sizes):
-    return "int64" if device.index64 or max(sizes) > _INDEX32_LIMIT else "int32"
-
-
-def solve(device, y, w, orient: Orientation, transpose: bool = False, *, max_tile=MAX_TILE):
+def solve(device, y, w, orient: Orientation, transpose: bool = False, *, max_tile=MAX_TILE,
+          outputs_per_thread=None):
     """``T^-1 y`` (or ``T^-T y`` when ``transpose``) on ``device``; returns a fresh C-contiguous array."""
-    xp = device.xp
-    y = xp.ascontiguousarray(y)
-    w = xp.ascontiguousarray(w)
+    y, w = contiguous(device, y), contiguous(device, w)
     B, C, H, W = (int(n) for n in y.shape)
     KH, KW = (int(n) for n in w.shape[2:])
-    PH, PW = _effective_kernel(y.shape, (KH, KW))
-    dtype = np.dtype(y.dtype)
-    how = plan(y.shape, (KH, KW), dtype.itemsize, shared_limit=device.max_shared_memory_per_block_optin,
-               max_threads=min(MAX_THREADS, device.max_threads_per_block), max_tile=max_tile)
-    index = _index_type(device, y.size, B * how.tiles_h)
+    PH, PW = min(KH, H), min(KW, W)
+    how = plan(y.shape, (KH, KW), y.dtype.itemsize, shared_limit=device.max_shared_memory_per_block_optin,
+               max_threads=min(MAX_THREADS, device.max_threads_per_block), max_tile=max_tile,
+               outputs_per_thread=outputs_per_thread)
+    G = how.outputs_per_thread
+    Cp = _padded(C, G)
+    dtype = dtype_name(y)
+    index = index_type(device, y.size)
     i32 = np.int32
     flags = (i32(orient.flip_h), i32(orient.flip_w), i32(transpose))
 
     if how.matrices_in_global:
-        scratch = device.empty((C * C,), dtype)
-        given = device.empty((PH * PW * C * _padded_channels(C),), dtype)
-        prepare = device.function(_FAMILY, "solve_prepare", dtype.name, index)
-        prepare((1,), (min(how.threads, 256),), (w, scratch, given, i32(C), i32(KH), i32(KW), i32(PH), i32(PW),
-                                                   *flags))
+        scratch = device.empty((C * C + PH * PW * C * C,), y.dtype)
+        given = device.empty((PH * PW * C * Cp,), y.dtype)
+        launch(device, _FAMILY, "solve_prepare", dtype, index, (1,), (min(how.threads, 256),),
+               (w, scratch, given, i32(C), i32(Cp), i32(KH), i32(KW), i32(PH), i32(PW), *flags))
     else:
-        given = device.empty((1,), dtype)  # unused by the kernel
+        given = device.empty((1,), y.dtype)  # not read: each block prepares its own matrices
 
-    x = device.empty(y.shape, dtype)
-    tiles = device.function(_FAMILY, "solve_tiles", dtype.name, index)
-    if how.shared_bytes > tiles.max_dynamic_shared_size_bytes:
-        tiles.max_dynamic_shared_size_bytes = how.shared_bytes
-    index_scalar = np.int64 if index == "int64" else np.int32
-    fixed = (y, w, given, x, index_scalar(B), i32(C), i32(H), i32(W), i32(KH), i32(KW), i32(PH), i32(PW),
-             *flags, i32(how.matrices_in_global), i32(how.tile_h), i32(how.tile_w))
+    x = device.empty(y.shape, y.dtype)
+    args = (y, w, given, x, index_scalar(index, B), i32(C), i32(Cp), i32(H), i32(W), i32(KH), i32(KW),
+            i32(PH), i32(PW), *flags, i32(how.matrices_in_global), i32(how.tile_h), i32(how.tile_w))
     for D in range(how.tiles_h + how.tiles_w - 1):
-        first = max(0, D - how.tiles_w + 1)
-        last = min(how.tiles_h - 1, D)
-        tiles(((last - first + 1) * B,), (how.threads,), fixed + (i32(D), i32(first)), shared_mem=how.shared_bytes)
+        first, last = max(0, D - how.tiles_w + 1), min(how.tiles_h - 1, D)
+        launch(device, _FAMILY, f"solve_tiles_g{G}", dtype, index, ((last - first + 1) * B,), (how.threads,),
+               args + (i32(D), i32(first)), shared_mem=how.shared_bytes)
     return x
