@@ -1,0 +1,59 @@
+"""GPU timing with CUDA events: warm-up, then the median of many runs within a time budget."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def median_ms(fn, *, stream_events, warmup=3, runs=100, min_runs=5, budget_s=4.0):
+    """Median milliseconds of ``fn()`` measured by a pair of CUDA events around each call.
+
+    ``stream_events`` creates an event on the stream ``fn`` queues its work on
+    (``cupy.cuda.Event`` or ``torch.cuda.Event(enable_timing=True)``). Each run
+    waits for its end event, so a run measures one call's latency from the GPU's
+    view, including any time the GPU waits for the host to queue work. Stops
+    after ``runs`` runs, or once ``budget_s`` seconds have passed and at least
+    ``min_runs`` were taken. Returns ``(median_ms, samples_ms)``.
+    """
+    for _ in range(warmup):
+        fn()
+    _synchronize(stream_events)
+    samples = []
+    started = time.perf_counter()
+    while len(samples) < runs:
+        start, end = stream_events(), stream_events()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        samples.append(_elapsed_ms(start, end))
+        if len(samples) >= min_runs and time.perf_counter() - started > budget_s:
+            break
+    return statistics.median(samples), samples
+
+
+def _elapsed_ms(start, end):
+    if hasattr(start, "elapsed_time"):  # torch
+        return float(start.elapsed_time(end))
+    import cupy
+
+    return float(cupy.cuda.get_elapsed_time(start, end))
+
+
+def _synchronize(stream_events):
+    event = stream_events()
+    event.record()
+    event.synchronize()
+
+
+def cupy_events():
+    import cupy
+
+    return cupy.cuda.Event()
+
+
+def torch_events():
+    import torch
+
+    return torch.cuda.Event(enable_timing=True)
