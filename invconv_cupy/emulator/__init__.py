@@ -1,0 +1,201 @@
+"""The kernel emulator: ``kernels/*.cu`` compiled for the CPU and launched like CUDA kernels.
+
+:class:`EmulatorDevice` is the ``emulate`` backend's device (see
+:mod:`invconv_cupy.backends.kernel_launch` for the device interface). It runs
+the real kernel text: blocks one at a time in a shuffled order, the threads of
+a block as concurrent OS threads with a real ``__syncthreads()`` barrier
+(``kernels/cuda_shim.h``). It refuses what a GPU refuses: too many threads per
+block, a grid or block dimension out of range, more dynamic shared memory than
+the function's ``max_dynamic_shared_size_bytes`` (48 KiB unless raised, at most
+the device's opt-in limit). It is stricter than CuPy where CuPy would silently
+compute garbage: arguments must match the kernel's parameter types (NumPy
+fixed-width scalars, C-contiguous arrays of the pointee's item size), and fresh
+outputs from :meth:`EmulatorDevice.empty` are filled with NaN so an element no
+kernel writes shows up.
+
+Environment: ``INVCONV_EMULATE_SANITIZE=address`` builds every kernel with
+AddressSanitizer (start Python with ``LD_PRELOAD=$(g++ -print-file-name=libasan.so)``
+and ``ASAN_OPTIONS=detect_leaks=0``); ``INVCONV_EMULATE_SEED`` fixes the block
+order.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+
+import numpy as np
+
+from .. import kernel_source
+from .build import KernelCompileError, asan_runtime, build, cache_dir, emulator_source
+
+__all__ = ["EmulatorDevice", "EmulatedFunction", "EmulatedLaunchError", "KernelCompileError", "asan_runtime",
+           "cache_dir"]
+
+# One launch at a time per process: static __shared__ arrays are per-block storage
+# only because blocks never run side by side.
+_LAUNCH_LOCK = threading.Lock()
+
+
+class EmulatedLaunchError(RuntimeError):
+    """A launch the GPU would refuse (``CUDA_ERROR_INVALID_VALUE`` on a device)."""
+
+
+class EmulatedFunction:
+    """One kernel entry point of a compiled family; called like ``cupy.RawKernel``.
+
+    ``fn(grid, block, args, shared_mem=0)``: ``grid`` and ``block`` are tuples
+    of up to three ints, ``args`` a tuple of C-contiguous NumPy arrays and
+    fixed-width NumPy scalars.
+    """
+
+    def __init__(self, device, library, name):
+        self._device = device
+        self._launch = getattr(library, f"ic_launch_{name}")
+        self._launch.restype = None
+        self._launch.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
+        signature = getattr(library, f"ic_signature_{name}")
+        signature.restype = ctypes.c_char_p
+        self.signature = tuple(signature().decode().split(",")) if signature() else ()
+        self.name = name
+        self._max_dynamic_shared = device.max_shared_memory_per_block
+
+    @property
+    def max_dynamic_shared_size_bytes(self) -> int:
+        """Dynamic shared memory this function may use per block; can be raised up to the opt-in limit."""
+        return self._max_dynamic_shared
+
+    @max_dynamic_shared_size_bytes.setter
+    def max_dynamic_shared_size_bytes(self, value):
+        limit = self._device.max_shared_memory_per_block_optin
+        if not 0 <= int(value) <= limit:
+            raise EmulatedLaunchError(
+                f"{self.name}: max_dynamic_shared_size_bytes={value} is outside [0, {limit}] "
+                "(the device's opt-in shared memory per block)"
+            )
+        self._max_dynamic_shared = int(value)
+
+    def _check_geometry(self, grid, block, shared_mem):
+        grid, block = _dims("grid", grid), _dims("block", block)
+        threads = block[0] * block[1] * block[2]
+        limit = self._device.max_threads_per_block
+        problems = []
+        if threads > limit:
+            problems.append(f"a block of {threads} threads exceeds the device's {limit} threads per block")
+        if block[0] > 1024 or block[1] > 1024 or block[2] > 64:
+            problems.append(f"block {block} exceeds (1024, 1024, 64)")
+        if grid[0] > 2**31 - 1 or grid[1] > 65535 or grid[2] > 65535:
+            problems.append(f"grid {grid} exceeds (2**31 - 1, 65535, 65535)")
+        if shared_mem > self._max_dynamic_shared:
+            problems.append(
+                f"{shared_mem} bytes of dynamic shared memory exceed this function's "
+                f"max_dynamic_shared_size_bytes={self._max_dynamic_shared}"
+            )
+        if problems:
+            raise EmulatedLaunchError(f"{self.name}: launch refused: " + "; ".join(problems))
+        return grid, block
+
+    def _pack(self, args):
+        if len(args) != len(self.signature):
+            raise TypeError(f"{self.name} takes {len(self.signature)} arguments, got {len(args)}")
+        holders = []
+        for position, (code, arg) in enumerate(zip(self.signature, args)):
+            kind, size = code[0], int(code[1:])
+            where = f"{self.name} argument {position}"
+            if kind == "P":
+                if not isinstance(arg, np.ndarray) or not arg.flags.c_contiguous or arg.itemsize != size:
+                    raise TypeError(f"{where} must be a C-contiguous array of {size}-byte items, got {_describe(arg)}")
+                holders.append(np.array(arg.ctypes.data, dtype=np.uintp))
+            elif kind in "IF":
+                wanted = np.integer if kind == "I" else np.floating
+                if not isinstance(arg, wanted) or arg.itemsize != size:
+                    raise TypeError(
+                        f"{where} must be a {size}-byte NumPy {wanted.__name__} scalar "
+                        f"(kernels take fixed-width scalars), got {_describe(arg)}"
+                    )
+                holders.append(np.array(arg))
+            else:
+                raise TypeError(f"{where}: the emulator cannot pass a parameter of this C type")
+        params = (ctypes.c_void_p * max(len(holders), 1))(*[h.ctypes.data for h in holders])
+        return params, holders
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        grid, block = self._check_geometry(grid, block, int(shared_mem))
+        params, holders = self._pack(tuple(args))
+        seed = self._device.seed if self._device.seed is not None else int.from_bytes(os.urandom(8), "little")
+        geometry = (ctypes.c_uint64 * 8)(*grid, *block, int(shared_mem), seed)
+        with _LAUNCH_LOCK:
+            self._launch(geometry, params)
+        del holders
+
+
+def _dims(what, dims):
+    dims = (dims,) if isinstance(dims, (int, np.integer)) else tuple(dims)
+    if not 1 <= len(dims) <= 3 or any(int(d) < 1 for d in dims):
+        raise EmulatedLaunchError(f"{what} must be 1 to 3 positive extents, got {dims}")
+    return tuple(int(d) for d in dims) + (1,) * (3 - len(dims))
+
+
+def _describe(arg):
+    if isinstance(arg, np.ndarray):
+        return f"an array of dtype {arg.dtype}, C-contiguous={arg.flags.c_contiguous}"
+    return f"{type(arg).__name__} {arg!r}"
+
+
+class EmulatorDevice:
+    """The emulated GPU: kernel functions, array allocation and device limits.
+
+    Parameters
+    ----------
+    max_threads_per_block, max_shared_memory_per_block, max_shared_memory_per_block_optin : int
+        The device limits (defaults: an H100/H200). Lower them to exercise the
+        small-resource paths of a primitive in tests.
+    transform : callable, optional
+        ``transform(family, source) -> source`` applied to each family's source
+        before compiling (tests use it to run deliberately broken kernels).
+    sanitize : {None, "address"}
+        Build with AddressSanitizer; default from ``$INVCONV_EMULATE_SANITIZE``.
+    seed : int, optional
+        Fixes the block order; default from ``$INVCONV_EMULATE_SEED``, else random per launch.
+    """
+
+    name = "emulate"
+    xp = np
+
+    def __init__(self, *, max_threads_per_block=1024, max_shared_memory_per_block=48 * 1024,
+                 max_shared_memory_per_block_optin=227 * 1024, transform=None, sanitize=None, seed=None):
+        self.max_threads_per_block = max_threads_per_block
+        self.max_shared_memory_per_block = max_shared_memory_per_block
+        self.max_shared_memory_per_block_optin = max_shared_memory_per_block_optin
+        #: use the 64-bit index variants whatever the sizes (tests of the int64 path)
+        self.index64 = False
+        self.transform = transform
+        self.sanitize = sanitize if sanitize is not None else os.environ.get("INVCONV_EMULATE_SANITIZE") or None
+        env_seed = os.environ.get("INVCONV_EMULATE_SEED")
+        self.seed = seed if seed is not None else (int(env_seed) if env_seed else None)
+        self._libraries = {}
+        self._functions = {}
+
+    def empty(self, shape, dtype):
+        """A fresh array filled with NaN, so an element that no kernel writes fails the tests."""
+        return np.full(shape, np.nan, dtype=dtype)
+
+    def _library(self, family, dtype, index):
+        key = (family, dtype, index)
+        if key not in self._libraries:
+            text = kernel_source.source(family, dtype, index)
+            if self.transform is not None:
+                text = self.transform(family, text)
+            path = build(emulator_source(text, kernel_source.entry_points(family)), self.sanitize)
+            self._libraries[key] = ctypes.CDLL(str(path))
+        return self._libraries[key]
+
+    def function(self, family, entry, dtype, index):
+        """The entry point ``entry`` of ``family`` compiled for ``dtype`` and ``index``."""
+        key = (family, entry, dtype, index)
+        if key not in self._functions:
+            if entry not in kernel_source.entry_points(family):
+                raise ValueError(f"kernels/{family}.cu has no entry point {entry!r}")
+            self._functions[key] = EmulatedFunction(self, self._library(family, dtype, index), entry)
+        return self._functions[key]
