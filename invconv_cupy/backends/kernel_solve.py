@@ -71,16 +71,18 @@ def _tile_sides(limit):
     return [top >> k for k in range(top.bit_length())]
 
 
-def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS, max_tile=MAX_TILE,
+def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS, max_tile=None,
          outputs_per_thread=None) -> Plan:
     """Pick the path for images ``shape`` (B, C, H, W) and a ``kernel_size`` (KH, KW) kernel.
 
     ``shared_limit`` is the dynamic shared memory a block may use (the device's
-    opt-in limit). In order of preference: the whole image with its step
-    matrices in shared memory; the whole image with the matrices in global
-    memory; the largest power-of-two tile side up to ``max_tile`` (and at least 8,
-    or ``max_tile`` if smaller) with the matrices in shared memory; the largest
-    tile with the matrices in global memory.
+    opt-in limit). ``max_tile`` caps the tile side on both paths (None: the
+    whole image may be one tile, other tiles are at most :data:`MAX_TILE`); tests
+    use it to force many tiles. In order of preference: the whole image with its
+    step matrices in shared memory; the whole image with the matrices in global
+    memory; the largest power-of-two tile side (at least 8, or the cap if smaller)
+    with the matrices in shared memory; the largest tile with the matrices in
+    global memory.
     """
     _, C, H, W = (int(n) for n in shape)
     PH, PW = min(kernel_size[0], H), min(kernel_size[1], W)
@@ -95,8 +97,8 @@ def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS,
         tile = C * (th + PH - 1) * (tw + PW - 1)
         return tile if in_global else matrices + max(tile, weights)
 
-    sides = _tile_sides(max(1, min(max_tile, max(H, W))))
-    candidates = [(H, W, False), (H, W, True)]
+    sides = _tile_sides(max(1, min(max_tile or MAX_TILE, max(H, W))))
+    candidates = [(H, W, False), (H, W, True)] if max_tile is None or max(H, W) <= max_tile else []
     candidates += [(min(s, H), min(s, W), False) for s in sides if s >= min(8, sides[0])]
     candidates += [(min(s, H), min(s, W), True) for s in sides]
     for th, tw, in_global in candidates:
@@ -111,7 +113,7 @@ def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS,
     )
 
 
-def solve(device, y, w, orient: Orientation, transpose: bool = False, *, max_tile=MAX_TILE,
+def solve(device, y, w, orient: Orientation, transpose: bool = False, *, max_tile=None,
           outputs_per_thread=None):
     """``T^-1 y`` (or ``T^-T y`` when ``transpose``) on ``device``; returns a fresh C-contiguous array."""
     y, w = contiguous(device, y), contiguous(device, w)
