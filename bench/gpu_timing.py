@@ -9,8 +9,8 @@ import time
 def median_ms(fn, *, stream_events, warmup=3, runs=100, min_runs=5, budget_s=4.0):
     """Median milliseconds of ``fn()`` measured by a pair of CUDA events around each call.
 
-    ``stream_events`` creates an event on the stream ``fn`` queues its work on
-    (``cupy.cuda.Event`` or ``torch.cuda.Event(enable_timing=True)``). Each run
+    ``stream_events`` creates an event that records on the stream ``fn`` queues
+    its work on (:class:`CupyEvent` or ``torch.cuda.Event(enable_timing=True)``). Each run
     waits for its end event, so a run measures one call's latency from the GPU's
     view, including any time the GPU waits for the host to queue work. Stops
     after ``runs`` runs, or once ``budget_s`` seconds have passed and at least
@@ -34,11 +34,7 @@ def median_ms(fn, *, stream_events, warmup=3, runs=100, min_runs=5, budget_s=4.0
 
 
 def _elapsed_ms(start, end):
-    if hasattr(start, "elapsed_time"):  # torch
-        return float(start.elapsed_time(end))
-    import cupy
-
-    return float(cupy.cuda.get_elapsed_time(start, end))
+    return float(start.elapsed_time(end))
 
 
 def _synchronize(stream_events):
@@ -47,10 +43,28 @@ def _synchronize(stream_events):
     event.synchronize()
 
 
-def cupy_events():
-    import cupy
+class CupyEvent:
+    """A ``cupy.cuda.Event`` recorded on CuPy's *current* stream (``Event.record()`` alone
+    would use the null stream), with torch's ``elapsed_time`` interface."""
 
-    return cupy.cuda.Event()
+    def __init__(self):
+        import cupy
+
+        self._cupy = cupy
+        self.event = cupy.cuda.Event()
+
+    def record(self):
+        self.event.record(self._cupy.cuda.get_current_stream())
+
+    def synchronize(self):
+        self.event.synchronize()
+
+    def elapsed_time(self, end):
+        return self._cupy.cuda.get_elapsed_time(self.event, end.event)
+
+
+def cupy_events():
+    return CupyEvent()
 
 
 def torch_events():

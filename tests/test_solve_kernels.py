@@ -15,6 +15,7 @@ from invconv_cupy.backends import kernel_solve
 from invconv_cupy.emulator import EmulatorDevice
 from invconv_cupy.orientation import parse_orientation
 from oracle import Dense
+from solve_paths import PATHS, SMALL_TILE, limits_for
 
 # (B, C, H, W, KH, KW)
 SHAPES = [
@@ -25,12 +26,6 @@ SHAPES = [
     (3, 1, 5, 3, 2, 1),  # C=1, rectangular kernel
     (1, 5, 7, 6, 2, 3),  # odd C: padded output groups
 ]
-#: path name -> (tiled, matrices in global memory)
-PATHS = {"single": (False, False), "single_global": (False, True), "tiled": (True, False),
-         "tiled_global": (True, True)}
-#: tiled paths use tiles of at most 2x2 pixels: ceil(H/2) * ceil(W/2) tiles
-SMALL_TILE = 2
-
 _devices = {}
 
 
@@ -44,24 +39,6 @@ def device(shared_limit=227 * 1024, index64=False):
     return _devices[key]
 
 
-def device_for(path, shape, kernel_size, itemsize, outputs_per_thread=None):
-    """The emulated device whose shared-memory limit makes ``plan`` pick ``path``, its plan and
-    ``max_tile``; None when no limit does (an image of one pixel has no tiled path)."""
-    tiled, in_global = PATHS[path]
-    max_tile = SMALL_TILE if tiled else None
-    limit = 256 * 1024
-    while limit >= itemsize:
-        try:
-            how = kernel_solve.plan(shape, kernel_size, itemsize, shared_limit=limit, max_threads=64,
-                                    max_tile=max_tile, outputs_per_thread=outputs_per_thread)
-        except ValueError:
-            return None
-        if (how.tiles_h * how.tiles_w > 1) == tiled and how.matrices_in_global == in_global:
-            return device(limit), how, max_tile
-        limit = int(limit * 0.97)
-    return None
-
-
 def _transposed_solve(dense, g):
     flat = np.asarray(g, dtype=np.float64).reshape(g.shape[0], -1)
     return np.linalg.solve(dense.T.T, flat.T).T.reshape(g.shape)
@@ -71,10 +48,12 @@ def _check_paths(rng, shape, orientation, dtype, path, outputs_per_thread=None):
     """Solve and transposed solve of a fresh case on ``path``; returns the plan, or None when
     ``shape`` has no such path."""
     B, C, H, W, KH, KW = shape
-    found = device_for(path, (B, C, H, W), (KH, KW), np.dtype(dtype).itemsize, outputs_per_thread)
+    found = limits_for(path, (B, C, H, W), (KH, KW), np.dtype(dtype).itemsize, max_threads=64,
+                       outputs_per_thread=outputs_per_thread)
     if found is None:
         return None
-    dev, how, max_tile = found
+    limit, max_tile, how = found
+    dev = device(limit)
     w = make_weight(rng, C, KH, KW, orientation, dtype)
     y, g = (rng.standard_normal((B, C, H, W)).astype(dtype) for _ in range(2))
     dense = Dense(w, H, W, orientation)

@@ -20,12 +20,13 @@ stream; nothing is read back to the host.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..orientation import Orientation
-from .kernel_launch import contiguous, dtype_name, index_scalar, index_type, launch
+from .kernel_launch import INT32_MAX, contiguous, index_scalar, launch
 
 #: the tiled path's largest tile side (smaller tiles put more blocks on each tile anti-diagonal)
 MAX_TILE = 64
@@ -113,36 +114,64 @@ def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS,
     )
 
 
-def solve(device, y, w, orient: Orientation, transpose: bool = False, *, max_tile=None,
-          outputs_per_thread=None):
-    """``T^-1 y`` (or ``T^-T y`` when ``transpose``) on ``device``; returns a fresh C-contiguous array."""
-    y, w = contiguous(device, y), contiguous(device, w)
-    B, C, H, W = (int(n) for n in y.shape)
-    KH, KW = (int(n) for n in w.shape[2:])
+@dataclass(frozen=True)
+class _Recipe:
+    """Everything about a solve that depends only on shapes, dtype, flags and device limits."""
+
+    plan: Plan
+    dtype: str
+    index: str
+    entry: str
+    prepare_args: tuple   # scalars after (w, scratch, given)
+    scratch_words: int
+    given_words: int
+    launches: tuple       # (grid, scalars after (y, w, given, x)) per tile anti-diagonal
+
+
+@functools.lru_cache(maxsize=512)
+def _recipe(shape, kernel_size, dtype, flip_h, flip_w, transpose, shared_limit, max_threads, index64, max_tile,
+            outputs_per_thread) -> _Recipe:
+    B, C, H, W = shape
+    KH, KW = kernel_size
     PH, PW = min(KH, H), min(KW, W)
-    how = plan(y.shape, (KH, KW), y.dtype.itemsize, shared_limit=device.max_shared_memory_per_block_optin,
-               max_threads=min(MAX_THREADS, device.max_threads_per_block), max_tile=max_tile,
-               outputs_per_thread=outputs_per_thread)
-    G = how.outputs_per_thread
-    Cp = _padded(C, G)
-    dtype = dtype_name(y)
-    index = index_type(device, y.size)
+    how = plan(shape, kernel_size, dtype.itemsize, shared_limit=shared_limit, max_threads=max_threads,
+               max_tile=max_tile, outputs_per_thread=outputs_per_thread)
+    Cp = _padded(C, how.outputs_per_thread)
+    index = "int64" if index64 or B * C * H * W > INT32_MAX else "int32"
     i32 = np.int32
-    flags = (i32(orient.flip_h), i32(orient.flip_w), i32(transpose))
-
-    if how.matrices_in_global:
-        scratch = device.empty((C * C + PH * PW * C * C,), y.dtype)
-        given = device.empty((PH * PW * C * Cp,), y.dtype)
-        launch(device, _FAMILY, "solve_prepare", dtype, index, (1,), (min(how.threads, 256),),
-               (w, scratch, given, i32(C), i32(Cp), i32(KH), i32(KW), i32(PH), i32(PW), *flags))
-    else:
-        given = device.empty((1,), y.dtype)  # not read: each block prepares its own matrices
-
-    x = device.empty(y.shape, y.dtype)
-    args = (y, w, given, x, index_scalar(index, B), i32(C), i32(Cp), i32(H), i32(W), i32(KH), i32(KW),
-            i32(PH), i32(PW), *flags, i32(how.matrices_in_global), i32(how.tile_h), i32(how.tile_w))
+    flags = (i32(flip_h), i32(flip_w), i32(transpose))
+    fixed = (index_scalar(index, B), i32(C), i32(Cp), i32(H), i32(W), i32(KH), i32(KW), i32(PH), i32(PW), *flags,
+             i32(how.matrices_in_global), i32(how.tile_h), i32(how.tile_w))
+    launches = []
     for D in range(how.tiles_h + how.tiles_w - 1):
         first, last = max(0, D - how.tiles_w + 1), min(how.tiles_h - 1, D)
-        launch(device, _FAMILY, f"solve_tiles_g{G}", dtype, index, ((last - first + 1) * B,), (how.threads,),
-               args + (i32(D), i32(first)), shared_mem=how.shared_bytes)
+        launches.append((((last - first + 1) * B,), fixed + (i32(D), i32(first))))
+    return _Recipe(how, dtype.name, index, f"solve_tiles_g{how.outputs_per_thread}",
+                   (i32(C), i32(Cp), i32(KH), i32(KW), i32(PH), i32(PW), *flags),
+                   C * C + PH * PW * C * C, PH * PW * C * Cp, tuple(launches))
+
+
+def solve(device, y, w, orient: Orientation, transpose: bool = False, *, max_tile=None,
+          outputs_per_thread=None):
+    """``T^-1 y`` (or ``T^-T y`` when ``transpose``) on ``device``; returns a fresh C-contiguous array.
+
+    ``max_tile`` and ``outputs_per_thread`` override :func:`plan`'s choices (tests, benchmarks).
+    """
+    y, w = contiguous(device, y), contiguous(device, w)
+    r = _recipe(tuple(y.shape), tuple(w.shape[2:]), y.dtype, orient.flip_h, orient.flip_w, bool(transpose),
+                device.max_shared_memory_per_block_optin, min(MAX_THREADS, device.max_threads_per_block),
+                bool(device.index64), max_tile, outputs_per_thread)
+    how = r.plan
+    if how.matrices_in_global:
+        scratch = device.empty((r.scratch_words,), y.dtype)
+        given = device.empty((r.given_words,), y.dtype)
+        launch(device, _FAMILY, "solve_prepare", r.dtype, r.index, (1,), (min(how.threads, 256),),
+               (w, scratch, given) + r.prepare_args)
+    else:
+        given = w  # not read: each block prepares its own matrices
+    x = device.empty(y.shape, y.dtype)
+    head = (y, w, given, x)
+    for grid, scalars in r.launches:
+        launch(device, _FAMILY, r.entry, r.dtype, r.index, grid, (how.threads,), head + scalars,
+               shared_mem=how.shared_bytes)
     return x
