@@ -160,7 +160,7 @@ class Runner:
 
 def _residual_check(checks, y_torch, tolerance):
     def check(x):
-        value = Checks.relative(checks.conv(_as_torch(x)), y_torch)
+        value = Checks.relative(checks.conv(_as_torch(x).to(y_torch.dtype)), y_torch)
         return {"residual": value, "ok": value < tolerance}
 
     return check
@@ -196,7 +196,11 @@ def run_case(name, case, args, deadline, extras):
     run.measure("solve_checked", lambda: ic.solve(y, w), cupy_events)
     run.measure("solve_graph", _graph(lambda: ic.solve(y, w, check=False)), cupy_events)
 
-    x = ic.solve(y, w, check=False)
+    try:
+        x = ic.solve(y, w, check=False)
+    except Exception:  # keep measuring the baselines: take x from the NumPy path
+        traceback.print_exc()
+        x = cupy.asarray(ic.solve(cupy.asnumpy(y), cupy.asnumpy(w)))
     x_t = _as_torch(x)
 
     def vjp_check(result):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import invconv_cupy as ic
 from conftest import assert_close, make_weight
 from invconv_cupy.emulator import EmulatedFunction, EmulatorDevice
 from invconv_cupy.emulator.build import build, emulator_source
@@ -82,3 +83,19 @@ def test_headline_ratios_divide_our_median_by_theirs():
     assert ratios == pytest.approx({"solve_vs_conv2d": 2.0, "solve_vs_per_diagonal": 0.005, "solve_vs_per_step": 0.1,
                                     "solve_vjp_vs_conv2d_backward": 3.0})
     assert "solve_vs_cusparse" not in ratios and goals["solve_vs_cusparse"] == 0.1
+
+
+def test_the_benchmarks_torch_references_agree_with_the_operator(rng):
+    """gpu_bench.Checks (conv, its transpose and weight gradient through torch) is what every
+    benchmarked output is checked against; here on CPU tensors against the NumPy path."""
+    torch = pytest.importorskip("torch")
+    B, C, H, W, K = 2, 4, 6, 5, 3
+    w = make_weight(rng, C, K, K, "TL")
+    x, g = rng.standard_normal((2, B, C, H, W))
+    checks = gpu_bench.Checks(torch.from_numpy(w))
+    np.testing.assert_allclose(checks.conv(torch.from_numpy(x)).numpy(), ic.conv(x, w), atol=1e-12)
+    grad_x, grad_w = ic.conv_vjp(g, x, w)
+    np.testing.assert_allclose(checks.conv_transpose(torch.from_numpy(g)).numpy(), grad_x, atol=1e-12)
+    np.testing.assert_allclose(checks.weight_grad(torch.from_numpy(g), torch.from_numpy(x)).numpy(), grad_w,
+                               atol=1e-12)
+    assert gpu_bench.Checks.relative(torch.from_numpy(x), torch.from_numpy(x)) == 0.0
