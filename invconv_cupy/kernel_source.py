@@ -44,9 +44,14 @@ def families() -> tuple[str, ...]:
     return tuple(sorted(p.name[:-3] for p in root.iterdir() if p.name.endswith(".cu")))
 
 
+def find_entry_points(text: str) -> tuple[str, ...]:
+    """The ``extern "C" __global__`` functions declared in ``text``, in order."""
+    return tuple(_ENTRY.findall(text))
+
+
 def entry_points(family: str) -> tuple[str, ...]:
-    """The ``extern "C" __global__`` functions of ``kernels/<family>.cu``, in file order."""
-    return tuple(_ENTRY.findall(read(f"{family}.cu")))
+    """The entry points of ``kernels/<family>.cu``."""
+    return find_entry_points(read(f"{family}.cu"))
 
 
 def preamble(dtype: str, index: str) -> str:

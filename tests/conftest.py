@@ -39,3 +39,20 @@ def assert_close(actual, expected, dtype, scale=None):
     assert actual.shape == expected.shape
     ref = scale if scale is not None else max(1.0, float(np.abs(expected).max(initial=0.0)))
     np.testing.assert_allclose(actual, expected, rtol=0, atol=RTOL[np.dtype(dtype)] * ref)
+
+
+def _cuda_available():
+    try:
+        import cupy
+    except ImportError:
+        return False
+    return bool(cupy.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked ``gpu`` when there is no CUDA device."""
+    if any("gpu" in item.keywords for item in items) and not _cuda_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device (cupy.cuda.is_available() is False)")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)

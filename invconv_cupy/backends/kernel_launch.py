@@ -19,8 +19,8 @@ Writing a kernel family (the portable CUDA subset)
 - One file ``kernels/<family>.cu``; it is found by its name, nothing to register.
   Entry points are declared ``extern "C" __global__ void name(...)`` at the start
   of a line; ``check_kernels`` and the emulator find them by that pattern. Start
-  every entry point's name with the family's name (names share one namespace in
-  the emulator's view of the world and in profiles).
+  every entry point's name with the family's name (``solve_...``), so that logs
+  and profiles say where a kernel lives.
 - Do not ``#include`` anything: the loader prepends a preamble defining
   ``ic_real`` (float/double), ``ic_index`` (int/long long), ``IC_REAL_IS_DOUBLE``,
   ``IC_INDEX_IS_64``, then ``kernels/common.cuh`` (``ic_thread_index()``,

@@ -122,12 +122,11 @@ class EmulatedFunction:
 
     def __call__(self, grid, block, args, shared_mem=0):
         grid, block = self._check_geometry(grid, block, int(shared_mem))
-        params, holders = self._pack(tuple(args))
+        params, holders = self._pack(tuple(args))  # noqa: F841
         seed = self._device.seed if self._device.seed is not None else int.from_bytes(os.urandom(8), "little")
         geometry = (ctypes.c_uint64 * 8)(*grid, *block, int(shared_mem), seed)
         with _LAUNCH_LOCK:
-            self._launch(geometry, params)
-        del holders
+            self._launch(geometry, params)   # `holders` keeps the argument values alive until here
 
 
 def _dims(what, dims):
@@ -182,20 +181,23 @@ class EmulatorDevice:
         return np.full(shape, np.nan, dtype=dtype)
 
     def _library(self, family, dtype, index):
+        """(ctypes library, entry points) of ``family`` for ``dtype`` and ``index``."""
         key = (family, dtype, index)
         if key not in self._libraries:
             text = kernel_source.source(family, dtype, index)
             if self.transform is not None:
                 text = self.transform(family, text)
-            path = build(emulator_source(text, kernel_source.entry_points(family)), self.sanitize)
-            self._libraries[key] = ctypes.CDLL(str(path))
+            entries = kernel_source.find_entry_points(text)
+            path = build(emulator_source(text, entries), self.sanitize)
+            self._libraries[key] = ctypes.CDLL(str(path)), entries
         return self._libraries[key]
 
     def function(self, family, entry, dtype, index):
         """The entry point ``entry`` of ``family`` compiled for ``dtype`` and ``index``."""
         key = (family, entry, dtype, index)
         if key not in self._functions:
-            if entry not in kernel_source.entry_points(family):
-                raise ValueError(f"kernels/{family}.cu has no entry point {entry!r}")
-            self._functions[key] = EmulatedFunction(self, self._library(family, dtype, index), entry)
+            library, entries = self._library(family, dtype, index)
+            if entry not in entries:
+                raise ValueError(f"kernels/{family}.cu has no entry point {entry!r}; it has {', '.join(entries)}")
+            self._functions[key] = EmulatedFunction(self, library, entry)
         return self._functions[key]
