@@ -53,16 +53,18 @@ print('invconv_cupy', invconv_cupy.__version__, invconv_cupy.__file__)
 print('cupy', cupy.__version__, 'cuda available', cupy.cuda.is_available(), 'runtime', cupy.cuda.runtime.runtimeGetVersion())
 print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))
 "
-# Only the files that use the gpu marker: the others may need packages this machine lacks (hypothesis).
-mapfile -t GPU_TESTS < <(grep -l "mark.gpu" tests/test_*.py)
-echo "gpu test files: ${GPU_TESTS[*]}"
-run_phase "gpu tests" 120 "$PY" -m pytest -m "gpu and not slow" -q -rfEs -p no:cacheprovider \
-    --junitxml="$OUT_DIR/gpu-tests.xml" "${GPU_TESTS[@]}"
+# Test modules that import hypothesis cannot even be collected where it is missing: leave them out.
+SKIP_ARGS=()
+if ! "$PY" -c "import hypothesis" 2>/dev/null; then
+    while IFS= read -r f; do SKIP_ARGS+=("--ignore=$f"); done < <(grep -l "hypothesis" tests/test_*.py)
+fi
+echo "left out (no hypothesis here): ${SKIP_ARGS[*]:-none}"
+PYTEST=("$PY" -m pytest -q -rfEs -p no:cacheprovider --continue-on-collection-errors "${SKIP_ARGS[@]}")
+run_phase "gpu tests" 120 "${PYTEST[@]}" -m "gpu and not slow" --junitxml="$OUT_DIR/gpu-tests.xml" tests
 run_phase "benchmarks" 150 "$PY" bench/gpu_bench.py --out bench/results/gpu-latest.json \
     --budget-s 1.0 --deadline-s 110
 if [[ -f bench/results/gpu-latest.json ]]; then cp bench/results/gpu-latest.json "$OUT_DIR/"; fi
-run_phase "slow gpu tests" 60 "$PY" -m pytest -m "gpu and slow" -q -rfEs -p no:cacheprovider \
-    --junitxml="$OUT_DIR/gpu-tests-slow.xml" "${GPU_TESTS[@]}"
+run_phase "slow gpu tests" 60 "${PYTEST[@]}" -m "gpu and slow" --junitxml="$OUT_DIR/gpu-tests-slow.xml" tests
 
 echo "gpu_check: done in $((SECONDS - START_S)) s"
 if ((${#FAILED[@]})); then

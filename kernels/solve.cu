@@ -102,60 +102,26 @@ extern "C" __global__ void solve_prepare(
     ic_solve_prepare_taps(wbuf, ainv, prepared, C, Cp, PH * PW, transpose);
 }
 
-// One tile anti-diagonal D of the wavefront (see the header), G output
-// channels per thread in a step. Dynamic shared memory, in ic_real words:
-//     unless use_given:  C*C (ainv) + PH*PW*C*Cp (prepared)
-//     always:            max(C*EH*EW, PH*PW*C*C), EH = TH+PH-1, EW = TW+PW-1: the tile
-//                        with its halo (first wbuf, when the block prepares its matrices)
-// With use_given, `given` holds prepared (from solve_prepare) and the steps
-// read it from global memory.
+// Global loads in flight per thread while staging a tile.
+#define IC_SOLVE_BATCH 8
+
+// G consecutive ic_real words, loaded as one vector access (LDS.64/.128) where
+// G * sizeof(ic_real) allows. prepared rows are G-aligned (Cp and o0 are
+// multiples of G, and prepared starts its buffer), so these loads are aligned.
 template <int G>
-__device__ void ic_solve_tiles(
-    const ic_real* __restrict__ y, const ic_real* __restrict__ w, const ic_real* __restrict__ given,
-    ic_real* __restrict__ x, ic_index B, int C, int Cp, int H, int W, int KH, int KW, int PH, int PW,
-    int flip_h, int flip_w, int transpose, int use_given, int TH, int TW, int D, int ti0)
+struct alignas((G * sizeof(ic_real)) < 16 ? (G * sizeof(ic_real)) : 16) ic_solve_vec {
+    ic_real v[G];
+};
+
+// The per-pixel transform and the wavefront over one staged tile `img` (EH x EW
+// pixels per channel, with its halo), with the prepared matrices at `mat`.
+// Ends with a barrier.
+template <int G>
+__device__ __forceinline__ void ic_solve_wavefront(const ic_real* __restrict__ mat, ic_real* img, int C, int Cp,
+                                                   int PH, int PW, int EHW, int EW, int th, int tw, int transpose)
 {
-    IC_DYNAMIC_SHARED(ic_real, shared);
     const int taps = PH * PW;
-    const int EH = TH + PH - 1, EW = TW + PW - 1, EHW = EH * EW;
-    const int fh = flip_h ^ transpose, fw = flip_w ^ transpose;
     const int nthreads = blockDim.x, tid = threadIdx.x;
-
-    const ic_index b = blockIdx.x % B;
-    const int ti = ti0 + (int)(blockIdx.x / B);
-    const int u0 = ti * TH, v0 = (D - ti) * TW;      // the tile's first frame pixel
-    const int th = min(TH, H - u0), tw = min(TW, W - v0);
-    const ic_index hw = (ic_index)H * W;
-    const ic_real* yb = y + b * C * hw;
-    ic_real* xb = x + b * C * hw;
-
-    const ic_real* mat = given;
-    ic_real* img = shared;
-    if (!use_given) {
-        ic_real* ainv = shared;
-        ic_real* prepared = shared + C * C;
-        img = prepared + taps * C * Cp;
-        ic_solve_stage_weights(w, img, C, KH, KW, PH, PW, flip_h, flip_w);
-        __syncthreads();
-        ic_solve_anchor_inverse(img, ainv, C);
-        __syncthreads();
-        ic_solve_prepare_taps(img, ainv, prepared, C, Cp, taps, transpose);
-        __syncthreads();
-        mat = prepared;
-    }
-
-    // Stage the tile: y inside, solved x in the halo, zero outside the image.
-    for (int idx = tid; idx < C * EHW; idx += nthreads) {
-        const int s = idx % EW, r = (idx / EW) % EH, c = idx / EHW;
-        const int u = u0 - (PH - 1) + r, v = v0 - (PW - 1) + s;
-        ic_real value = 0;
-        if (u >= 0 && v >= 0 && u < H && v < W) {
-            const ic_index at = (ic_index)c * hw + (ic_index)(fh ? H - 1 - u : u) * W + (fw ? W - 1 - v : v);
-            value = (r >= PH - 1 && s >= PW - 1) ? yb[at] : xb[at];
-        }
-        img[idx] = value;
-    }
-    __syncthreads();
 
     // z = F_0^-1 y in place, one pixel per thread: descending o for the lower
     // A^-1 (z[o] needs y[c <= o]), ascending for the upper A^-T.
@@ -190,18 +156,21 @@ __device__ void ic_solve_tiles(
             }
             for (int t = 1; t < taps; ++t) {
                 const ic_real* src = img + pix - (t / PW) * EW - (t % PW);
-                const ic_real* m = mat + t * C * Cp + o0;
+                const ic_solve_vec<G>* m = reinterpret_cast<const ic_solve_vec<G>*>(mat + t * C * Cp + o0);
+                const int row = Cp / G;   // one input channel's row of prepared, in vectors
                 int c = 0;
                 for (; c + 1 < C; c += 2) {
                     const ic_real x0 = src[c * EHW], x1 = src[(c + 1) * EHW];
+                    const ic_solve_vec<G> m0 = m[c * row], m1 = m[(c + 1) * row];
                     for (int g = 0; g < G; ++g) {
-                        even[g] += m[c * Cp + g] * x0;
-                        odd[g] += m[(c + 1) * Cp + g] * x1;
+                        even[g] += m0.v[g] * x0;
+                        odd[g] += m1.v[g] * x1;
                     }
                 }
                 if (c < C) {
                     const ic_real x0 = src[c * EHW];
-                    for (int g = 0; g < G; ++g) even[g] += m[c * Cp + g] * x0;
+                    const ic_solve_vec<G> m0 = m[c * row];
+                    for (int g = 0; g < G; ++g) even[g] += m0.v[g] * x0;
                 }
             }
             for (int g = 0; g < G; ++g)
@@ -209,6 +178,75 @@ __device__ void ic_solve_tiles(
         }
         __syncthreads();
     }
+
+}
+
+// One tile anti-diagonal D of the wavefront (see the header), G output
+// channels per thread in a step. Dynamic shared memory, in ic_real words:
+//     unless use_given:  PH*PW*C*Cp (prepared) + C*C (ainv)
+//     always:            max(C*EH*EW, PH*PW*C*C), EH = TH+PH-1, EW = TW+PW-1: the tile
+//                        with its halo (first wbuf, when the block prepares its matrices)
+// With use_given, `given` holds prepared (from solve_prepare) and the steps
+// read it from global memory.
+template <int G>
+__device__ void ic_solve_tiles(
+    const ic_real* __restrict__ y, const ic_real* __restrict__ w, const ic_real* __restrict__ given,
+    ic_real* __restrict__ x, ic_index B, int C, int Cp, int H, int W, int KH, int KW, int PH, int PW,
+    int flip_h, int flip_w, int transpose, int use_given, int TH, int TW, int D, int ti0)
+{
+    IC_DYNAMIC_SHARED(ic_real, shared);
+    const int taps = PH * PW;
+    const int EH = TH + PH - 1, EW = TW + PW - 1, EHW = EH * EW;
+    const int fh = flip_h ^ transpose, fw = flip_w ^ transpose;
+    const int nthreads = blockDim.x, tid = threadIdx.x;
+
+    const ic_index b = blockIdx.x % B;
+    const int ti = ti0 + (int)(blockIdx.x / B);
+    const int u0 = ti * TH, v0 = (D - ti) * TW;      // the tile's first frame pixel
+    const int th = min(TH, H - u0), tw = min(TW, W - v0);
+    const ic_index hw = (ic_index)H * W;
+    const ic_real* yb = y + b * C * hw;
+    ic_real* xb = x + b * C * hw;
+
+    ic_real* img = shared;
+    if (!use_given) {
+        ic_real* prepared = shared;
+        ic_real* ainv = prepared + taps * C * Cp;
+        img = ainv + C * C;
+        ic_solve_stage_weights(w, img, C, KH, KW, PH, PW, flip_h, flip_w);
+        __syncthreads();
+        ic_solve_anchor_inverse(img, ainv, C);
+        __syncthreads();
+        ic_solve_prepare_taps(img, ainv, prepared, C, Cp, taps, transpose);
+        __syncthreads();
+    }
+
+    // Stage the tile: y inside, solved x in the halo, zero outside the image,
+    // IC_SOLVE_BATCH loads in flight per thread before their stores.
+    const int staged = C * EHW;
+    for (int base = tid; base < staged; base += nthreads * IC_SOLVE_BATCH) {
+        ic_real value[IC_SOLVE_BATCH];
+        for (int k = 0; k < IC_SOLVE_BATCH; ++k) {
+            const int idx = base + k * nthreads;
+            const int s = idx % EW, r = (idx / EW) % EH, c = idx / EHW;
+            const int u = u0 - (PH - 1) + r, v = v0 - (PW - 1) + s;
+            value[k] = 0;
+            if (idx < staged && u >= 0 && v >= 0 && u < H && v < W) {
+                const ic_index at = (ic_index)c * hw + (ic_index)(fh ? H - 1 - u : u) * W + (fw ? W - 1 - v : v);
+                value[k] = (r >= PH - 1 && s >= PW - 1) ? yb[at] : xb[at];
+            }
+        }
+        for (int k = 0; k < IC_SOLVE_BATCH; ++k)
+            if (base + k * nthreads < staged) img[base + k * nthreads] = value[k];
+    }
+    __syncthreads();
+
+    // The matrices' address space is known at each call (shared or global), so
+    // the loads compile to ld.shared / ld.global rather than generic loads.
+    if (use_given)
+        ic_solve_wavefront<G>(given, img, C, Cp, PH, PW, EHW, EW, th, tw, transpose);
+    else
+        ic_solve_wavefront<G>(shared, img, C, Cp, PH, PW, EHW, EW, th, tw, transpose);
 
     // Write the tile's pixels back.
     for (int idx = tid; idx < C * th * tw; idx += nthreads) {

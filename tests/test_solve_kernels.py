@@ -157,8 +157,10 @@ class TestPlan:
         assert how.matrices_in_global and how.launches == 2 and how.shared_bytes <= self.H200
 
     def test_threads_cover_a_diagonal(self):
-        how = kernel_solve.plan((4, 12, 32, 32), (3, 3), 4, shared_limit=self.H200, outputs_per_thread=2)
-        assert how.threads == 32 * 6
+        for C, H in ((12, 32), (48, 16), (3, 4)):
+            how = kernel_solve.plan((4, C, H, H), (3, 3), 4, shared_limit=self.H200, outputs_per_thread=2)
+            assert how.threads % 32 == 0 and kernel_solve.MIN_THREADS <= how.threads <= kernel_solve.MAX_THREADS
+            assert how.threads >= min(kernel_solve.MAX_THREADS, H * -(-C // 2))
 
     def test_impossible_sizes_raise(self):
         with pytest.raises(ValueError, match="shared memory.*backend='numpy'"):

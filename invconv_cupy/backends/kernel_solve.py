@@ -32,6 +32,8 @@ from .kernel_launch import INT32_MAX, contiguous, index_scalar, launch
 MAX_TILE = 64
 #: most threads per block (a step has at most ``min(H, W) * ceil(C / G)`` work items)
 MAX_THREADS = 512
+#: fewest threads per block: the staging of a tile and the per-pixel transform use them all
+MIN_THREADS = 256
 #: output channels per thread in a step (register blocking) that ``solve.cu`` has entry points for
 OUTPUTS_PER_THREAD = (1, 2, 4)
 _FAMILY = "solve"
@@ -106,7 +108,7 @@ def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS,
         shared = words(th, tw, in_global) * itemsize
         if shared <= shared_limit:
             items = min(th, tw) * (Cp // G)
-            threads = max(32, min(max_threads, -(-items // 32) * 32))
+            threads = min(max_threads, max(MIN_THREADS, -(-items // 32) * 32))
             return Plan(th, tw, -(-H // th), -(-W // tw), threads, G, shared, in_global)
     raise ValueError(
         f"solve: images of {C} channels with a {PH}x{PW} kernel need {words(1, 1, True) * itemsize} bytes of "
