@@ -43,8 +43,17 @@
 // Blocks run one at a time, so a function-local static is per-block storage.
 #define __shared__ static
 
-using std::max;
-using std::min;
+// CUDA's min/max accept mixed argument types (usual arithmetic conversions).
+template <class A, class B> inline std::common_type_t<A, B> min(A a, B b)
+{
+    const std::common_type_t<A, B> x = a, y = b;
+    return y < x ? y : x;
+}
+template <class A, class B> inline std::common_type_t<A, B> max(A a, B b)
+{
+    const std::common_type_t<A, B> x = a, y = b;
+    return x < y ? y : x;
+}
 
 struct dim3 {
     unsigned x = 1, y = 1, z = 1;
@@ -66,22 +75,24 @@ inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_s
 
 template <class T> inline T __ldg(const T* p) { return *p; }
 
-template <class T> inline T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
-template <class T> inline T atomicSub(T* p, T v) { return std::atomic_ref<T>(*p).fetch_sub(v); }
-template <class T> inline T atomicExch(T* p, T v) { return std::atomic_ref<T>(*p).exchange(v); }
-template <class T> inline T atomicCAS(T* p, T expected, T desired)
+// The value's type follows the pointer's, as with CUDA's overloads (atomicMax(int*, 0u) is fine).
+template <class T> using ic_value_t = std::type_identity_t<T>;
+template <class T> inline T atomicAdd(T* p, ic_value_t<T> v) { return std::atomic_ref<T>(*p).fetch_add(v); }
+template <class T> inline T atomicSub(T* p, ic_value_t<T> v) { return std::atomic_ref<T>(*p).fetch_sub(v); }
+template <class T> inline T atomicExch(T* p, ic_value_t<T> v) { return std::atomic_ref<T>(*p).exchange(v); }
+template <class T> inline T atomicCAS(T* p, ic_value_t<T> expected, ic_value_t<T> desired)
 {
     std::atomic_ref<T>(*p).compare_exchange_strong(expected, desired);
     return expected;
 }
-template <class T> inline T atomicMin(T* p, T v)
+template <class T> inline T atomicMin(T* p, ic_value_t<T> v)
 {
     std::atomic_ref<T> r(*p);
     T old = r.load();
     while (v < old && !r.compare_exchange_weak(old, v)) {}
     return old;
 }
-template <class T> inline T atomicMax(T* p, T v)
+template <class T> inline T atomicMax(T* p, ic_value_t<T> v)
 {
     std::atomic_ref<T> r(*p);
     T old = r.load();

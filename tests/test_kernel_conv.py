@@ -143,3 +143,32 @@ def test_emulator_outputs_start_as_nan():
     """Fresh emulator outputs are poisoned, so an element no kernel writes fails the oracle tests."""
     out = _backend_module("emulate").device.empty((2, 3), np.float32)
     assert np.isnan(out).all()
+
+
+@pytest.mark.gpu
+def test_past_2_31_elements_on_the_gpu(rng):
+    """B*C*H*W > 2**31 takes the int64 kernels; checked at the end of the image, where a
+    32-bit offset would have wrapped. Needs about 52 GB of GPU memory (float64)."""
+    import cupy
+
+    from invconv_cupy.backends import cupy_backend
+
+    H, W = 2**16, 2**15 + 1
+    w = make_weight(rng, 1, 2, 2)
+    x_tail, g_tail = rng.standard_normal((2, 1, 1, 3, W))
+    x = cupy.ones((1, 1, H, W))
+    x[..., -3:, :] = cupy.asarray(x_tail)
+    y = ic.conv(x, cupy.asarray(w))
+    assert_close(y[..., -2:, :].get(), ic.conv(x_tail, w, backend="numpy")[..., 1:, :], np.float64)
+    del y
+    g = cupy.ones_like(x)
+    g[..., -3:, :] = cupy.asarray(g_tail)
+    grad_x, _ = ic.conv_vjp(g, x, cupy.asarray(w))
+    want = ic.conv_vjp(g_tail, x_tail, w, backend="numpy")[0][..., 1:, :]
+    assert_close(grad_x[..., -2:, :].get(), want, np.float64)
+    del grad_x
+    # all ones: tap (a, e) of the TL weight gradient counts its valid pixels, exactly
+    x[...], g[...] = 1.0, 1.0
+    got = cupy_backend.weight_grad(g, x, (2, 2), parse_orientation("TL")).get()
+    counts = np.array([[(H - 1) * (W - 1), (H - 1) * W], [H * (W - 1), H * W]], dtype=np.float64)
+    np.testing.assert_array_equal(got[0, 0], counts)

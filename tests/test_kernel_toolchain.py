@@ -154,6 +154,65 @@ def test_compile_errors_carry_the_log():
         build("this is not C++;\n")
 
 
+BUILTINS = textwrap.dedent("""
+    extern "C" __global__ void tiny_builtins(
+        const double* x, double* y, double* dsum, float* fsum, int* isum, unsigned long long* usum,
+        int* lowest, int* highest, int* first, int* counts)
+    {
+        __shared__ int arrived;
+        IC_DYNAMIC_SHARED(double, s);
+        const unsigned nt = blockDim.x * blockDim.y;
+        const unsigned t = threadIdx.y * blockDim.x + threadIdx.x;
+        const unsigned b = blockIdx.y * gridDim.x + blockIdx.x;
+        const int k = (int)(b * nt + t);
+        if (t == 0) arrived = 0;
+        __syncthreads();
+        atomicAdd(&arrived, 1);
+        s[t] = __ldg(x + k);
+        __syncthreads();
+        y[k] = s[(t + 1) % nt];
+        atomicAdd(dsum, y[k]);
+        atomicAdd(fsum, 1.0f);
+        atomicAdd(usum, 1ull);
+        atomicSub(isum, 1);
+        atomicMin(lowest, k);
+        atomicMax(highest, max(k, 0u));
+        atomicCAS(first, -1, (int)b);
+        __threadfence();
+        if (t == 0) atomicExch(counts + b, arrived);
+    }
+""")
+
+
+def test_shim_builtins_run_on_the_cpu_and_compile_with_nvrtc():
+    """Every built-in the shim claims, in one kernel: right results on the CPU, and the
+    same text compiles for a GPU."""
+    device = EmulatorDevice(transform=lambda family, text: text + BUILTINS)
+    grid, block = (3, 2), (4, 8)
+    n = 6 * 32
+    x, y = np.random.default_rng().standard_normal(n), np.full(n, np.nan)
+    dsum, fsum, isum, usum = np.zeros(1), np.zeros(1, np.float32), np.zeros(1, np.int32), np.zeros(1, np.uint64)
+    lowest, highest, first = np.array([n], np.int32), np.array([-1], np.int32), np.array([-1], np.int32)
+    counts = np.zeros(6, np.int32)
+    device.function("conv", "tiny_builtins", "float64", "int32")(
+        grid, block, (x, y, dsum, fsum, isum, usum, lowest, highest, first, counts), shared_mem=32 * 8)
+    np.testing.assert_array_equal(y, np.roll(x.reshape(6, 32), -1, axis=1).ravel())
+    assert dsum[0] == pytest.approx(x.sum()) and fsum[0] == n and isum[0] == -n and usum[0] == n
+    assert (lowest[0], highest[0]) == (0, n - 1) and 0 <= first[0] < 6 and (counts == 32).all()
+    cupy = pytest.importorskip("cupy")  # noqa: F841
+    from invconv_cupy import check_kernels
+
+    ok, ptx, log = check_kernels.compile_ptx(
+        check_kernels._nvrtc(), kernel_source.source("conv", "float64", "int32") + BUILTINS, "builtins.cu", 80)
+    assert ok and ".entry tiny_builtins" in ptx, log
+
+
+def test_a_missing_compiler_is_reported(monkeypatch):
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    with pytest.raises(KernelCompileError, match="needs a C\\+\\+20 compiler"):
+        build("int x;\n")
+
+
 _BUILD = """
 import sys
 from invconv_cupy.emulator.build import build

@@ -92,13 +92,14 @@ def launch(device, family, entry, dtype, index, grid, block, args, shared_mem=0)
     device allows at all.
     """
     fn = device.function(family, entry, dtype, index)
-    if shared_mem > device.max_shared_memory_per_block_optin:
-        raise ValueError(
-            f"{family}.{entry} needs {shared_mem} bytes of shared memory per block; "
-            f"this device allows at most {device.max_shared_memory_per_block_optin}"
-        )
-    if shared_mem > fn.max_dynamic_shared_size_bytes:
-        fn.max_dynamic_shared_size_bytes = shared_mem
+    if shared_mem > device.max_shared_memory_per_block:   # only then query the function (a driver call)
+        if shared_mem > device.max_shared_memory_per_block_optin:
+            raise ValueError(
+                f"{family}.{entry} needs {shared_mem} bytes of shared memory per block; "
+                f"this device allows at most {device.max_shared_memory_per_block_optin}"
+            )
+        if shared_mem > fn.max_dynamic_shared_size_bytes:
+            fn.max_dynamic_shared_size_bytes = shared_mem
     fn(grid, block, args, shared_mem=shared_mem)
 
 
