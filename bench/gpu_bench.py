@@ -416,10 +416,13 @@ def main(argv=None):
         results["ratios_gpu_time"] = headline_ratios(results["cases"][HEADLINE], GRAPH_RATIOS)[0]
     results["ratios_by_case"] = {name: headline_ratios(report)[0] for name, report in results["cases"].items()
                                  if "medians_ms" in report}
+    results["checks_ok"] = all(check.get("ok", True) for report in results["cases"].values()
+                               for check in report.get("checks", {}).values())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    print(json.dumps({"ratios": results.get("ratios"), "goals_met": results.get("goals_met")}, indent=2))
+    print(json.dumps({key: results.get(key) for key in ("ratios", "goals_met", "ratios_gpu_time", "checks_ok")},
+                     indent=2))
     print(f"wrote {out}")
     copy_to = os.environ.get("OUT")
     if copy_to:
