@@ -62,7 +62,8 @@ def test_every_path(rng, path, dtype):
 
     B, C, H, W, KH, KW = 3, 6, 40, 37, 3, 2
     limit, max_tile, how = limits_for(path, (B, C, H, W), (KH, KW), np.dtype(dtype).itemsize,
-                                      max_threads=kernel_solve.MAX_THREADS, small_tile=8)
+                                      max_threads=kernel_solve.MAX_THREADS, small_tile=8,
+                                      start=_device().max_shared_memory_per_block_optin)
     assert how.tiles_h * how.tiles_w > 1 if PATHS[path][0] else how.tiles_h * how.tiles_w == 1
     device = LimitedDevice(_device(), limit)
     for orientation in ORIENTATIONS:
