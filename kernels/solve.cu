@@ -102,8 +102,9 @@ extern "C" __global__ void solve_prepare(
     ic_solve_prepare_taps(wbuf, ainv, prepared, C, Cp, PH * PW, transpose);
 }
 
-// Global loads in flight per thread while staging a tile.
-#define IC_SOLVE_BATCH 8
+// Global loads in flight per thread while staging a tile (kernel_solve.py's
+// STAGE_BATCH mirrors it to size blocks).
+#define IC_SOLVE_BATCH 16
 
 // G consecutive ic_real words, loaded as one vector access (LDS.64/.128) where
 // G * sizeof(ic_real) allows. prepared rows are G-aligned (Cp and o0 are

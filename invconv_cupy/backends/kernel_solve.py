@@ -32,8 +32,8 @@ from .kernel_launch import INT32_MAX, contiguous, index_scalar, launch
 MAX_TILE = 64
 #: most threads per block (a step has at most ``min(H, W) * ceil(C / G)`` work items)
 MAX_THREADS = 512
-#: fewest threads per block: the staging of a tile and the per-pixel transform use them all
-MIN_THREADS = 256
+#: global loads in flight per thread while a block stages its tile (``IC_SOLVE_BATCH`` in ``solve.cu``)
+STAGE_BATCH = 16
 #: output channels per thread in a step (register blocking) that ``solve.cu`` has entry points for
 OUTPUTS_PER_THREAD = (1, 2, 4)
 _FAMILY = "solve"
@@ -107,8 +107,9 @@ def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS,
     for th, tw, in_global in candidates:
         shared = words(th, tw, in_global) * itemsize
         if shared <= shared_limit:
-            items = min(th, tw) * (Cp // G)
-            threads = min(max_threads, max(MIN_THREADS, -(-items // 32) * 32))
+            # enough threads for the widest anti-diagonal, and to stage the tile in about 4 rounds of loads
+            items = max(min(th, tw) * (Cp // G), C * (th + PH - 1) * (tw + PW - 1) // (4 * STAGE_BATCH))
+            threads = min(max_threads, -(-items // 32) * 32)
             return Plan(th, tw, -(-H // th), -(-W // tw), threads, G, shared, in_global)
     raise ValueError(
         f"solve: images of {C} channels with a {PH}x{PW} kernel need {words(1, 1, True) * itemsize} bytes of "
