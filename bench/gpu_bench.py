@@ -210,6 +210,11 @@ def run_case(name, case, args, deadline, extras):
         return {"grad_y_residual": gy, "grad_weight_error": gw, "ok": gy < tolerance and gw < tolerance}
 
     run.measure("solve_vjp", lambda: ic.solve_vjp(g, x, w, check=False), cupy_events, vjp_check)
+    # solve_vjp's two parts: the transposed solve (ours) and the weight gradient (conv.cu's reduction)
+    run.measure("solve_vjp_transposed_solve", lambda: kernel_solve.solve(device, g, w, tl, True), cupy_events)
+    grad_y = kernel_solve.solve(device, g, w, tl, True)
+    run.measure("solve_vjp_weight_grad",
+                lambda: cupy_backend.weight_grad(grad_y, x, (case.K, case.K), tl, scale=-1.0), cupy_events)
 
     torch.backends.cudnn.benchmark = True
     conv2d = lambda: gpu_baselines.conv2d_forward(x_t, w_t)  # noqa: E731
