@@ -99,3 +99,12 @@ def test_the_benchmarks_torch_references_agree_with_the_operator(rng):
     np.testing.assert_allclose(checks.weight_grad(torch.from_numpy(g), torch.from_numpy(x)).numpy(), grad_w,
                                atol=1e-12)
     assert gpu_bench.Checks.relative(torch.from_numpy(x), torch.from_numpy(x)) == 0.0
+
+
+def test_every_ratio_names_measurements_the_benchmark_takes():
+    import inspect
+
+    measured = set(re.findall(r'run\.measure\(\s*"(\w+)"', inspect.getsource(gpu_bench.run_case)))
+    for spec in (gpu_bench.RATIOS, gpu_bench.GRAPH_RATIOS):
+        for ours, theirs, _ in spec.values():
+            assert ours in measured and theirs in measured
