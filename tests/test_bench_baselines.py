@@ -1,0 +1,110 @@
+"""The GPU benchmark's own kernels and logic, checked without a GPU.
+
+``bench/baselines.cu`` (the launch-per-step baselines) compiles with NVRTC and,
+under the emulator, solves exactly; ``bench/gpu_bench.py --dry-run`` runs; the
+ratios are our time over theirs.
+"""
+
+import ctypes
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import invconv_cupy as ic
+from conftest import assert_close, make_weight
+from invconv_cupy.emulator import EmulatedFunction, EmulatorDevice
+from invconv_cupy.emulator.build import build, emulator_source
+from oracle import Dense
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import gpu_baselines  # noqa: E402
+import gpu_bench  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_baseline_kernels_compile_with_nvrtc(dtype):
+    from invconv_cupy import check_kernels
+
+    try:
+        nvrtc = check_kernels._nvrtc()
+    except Exception as exc:  # no NVRTC library in this environment
+        pytest.skip(f"NVRTC unavailable: {exc}")
+    for arch in check_kernels.DEFAULT_ARCHS:
+        ok, ptx, log = check_kernels.compile_ptx(nvrtc, gpu_baselines.source(dtype), "baselines.cu", arch)
+        assert ok, log
+        for entry in gpu_baselines.ENTRIES:
+            assert re.search(rf"\.entry\s+{entry}\s*\(", ptx), entry
+
+
+def _emulated_functions(dtype):
+    device = EmulatorDevice()
+    library = ctypes.CDLL(str(build(emulator_source(gpu_baselines.source(dtype), gpu_baselines.ENTRIES))))
+    return {name: EmulatedFunction(device, library, name) for name in gpu_baselines.ENTRIES}
+
+
+@pytest.mark.parametrize("scheme", gpu_baselines.SCHEMES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_launch_per_step_baselines_solve_exactly(rng, scheme, dtype):
+    B, C, H, W, KH, KW = 3, 5, 4, 6, 3, 2
+    w = make_weight(rng, C, KH, KW, "TL", dtype)
+    y = rng.standard_normal((B, C, H, W)).astype(dtype)
+    syncs = []
+    solver = gpu_baselines.PerStepSolver(_emulated_functions(np.dtype(dtype).name), np, scheme,
+                                         synchronize=lambda: syncs.append(1))
+    x = solver(y, w)
+    assert_close(x, Dense(w, H, W, "TL").solve(y), dtype)
+    # the paper's scheme: ceil(C/4) launches per anti-diagonal, each followed by a synchronization
+    expected_syncs = gpu_baselines.step_launches(scheme, y.shape) if scheme == "per_diagonal" else 0
+    assert len(syncs) == expected_syncs
+    assert gpu_baselines.step_launches("per_diagonal", y.shape) == (H + W - 1) * 2
+
+
+def test_unknown_scheme_is_refused():
+    with pytest.raises(ValueError, match="scheme"):
+        gpu_baselines.PerStepSolver({"baseline_prepare": None, "baseline_step": None}, np, "per_pixel")
+
+
+def test_dry_run_prints_every_case_plan(capsys):
+    assert gpu_bench.main(["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for name in gpu_bench.CASES:
+        assert name in out
+    assert "our launches 1," in out  # the headline case is one launch
+
+
+def test_headline_ratios_divide_our_median_by_theirs():
+    medians = {"solve": 0.02, "conv2d": 0.01, "per_diagonal": 4.0, "per_step": 0.2, "solve_vjp": 0.09,
+               "conv2d_backward": 0.03}
+    ratios, goals = gpu_bench.headline_ratios({"medians_ms": medians})
+    assert ratios == pytest.approx({"solve_vs_conv2d": 2.0, "solve_vs_per_diagonal": 0.005, "solve_vs_per_step": 0.1,
+                                    "solve_vjp_vs_conv2d_backward": 3.0})
+    assert "solve_vs_cusparse" not in ratios and goals["solve_vs_cusparse"] == 0.1
+
+
+def test_the_benchmarks_torch_references_agree_with_the_operator(rng):
+    """gpu_bench.Checks (conv, its transpose and weight gradient through torch) is what every
+    benchmarked output is checked against; here on CPU tensors against the NumPy path."""
+    torch = pytest.importorskip("torch")
+    B, C, H, W, K = 2, 4, 6, 5, 3
+    w = make_weight(rng, C, K, K, "TL")
+    x, g = rng.standard_normal((2, B, C, H, W))
+    checks = gpu_bench.Checks(torch.from_numpy(w))
+    np.testing.assert_allclose(checks.conv(torch.from_numpy(x)).numpy(), ic.conv(x, w), atol=1e-12)
+    grad_x, grad_w = ic.conv_vjp(g, x, w)
+    np.testing.assert_allclose(checks.conv_transpose(torch.from_numpy(g)).numpy(), grad_x, atol=1e-12)
+    np.testing.assert_allclose(checks.weight_grad(torch.from_numpy(g), torch.from_numpy(x)).numpy(), grad_w,
+                               atol=1e-12)
+    assert gpu_bench.Checks.relative(torch.from_numpy(x), torch.from_numpy(x)) == 0.0
+
+
+def test_every_ratio_names_measurements_the_benchmark_takes():
+    import inspect
+
+    measured = set(re.findall(r'run\.measure\(\s*"(\w+)"', inspect.getsource(gpu_bench.run_case)))
+    for spec in (gpu_bench.RATIOS, gpu_bench.GRAPH_RATIOS):
+        for ours, theirs, _ in spec.values():
+            assert ours in measured and theirs in measured

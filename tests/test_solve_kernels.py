@@ -1,0 +1,176 @@
+"""kernels/solve.cu under the emulator: both paths, every orientation, both dtypes, odd shapes.
+
+The paths are forced with small devices (a low shared-memory limit, small
+tiles), and each test asserts the plan it meant to exercise. The emulator fills
+outputs and shared memory with NaN, so an element no kernel writes (or a read of
+shared memory nothing staged) fails the comparison with the dense float64 oracle.
+"""
+
+import numpy as np
+import pytest
+
+import invconv_cupy as ic
+from conftest import DTYPES, ORIENTATIONS, assert_close, make_weight
+from invconv_cupy.backends import kernel_solve
+from invconv_cupy.emulator import EmulatorDevice
+from invconv_cupy.orientation import parse_orientation
+from oracle import Dense
+from solve_paths import PATHS, SMALL_TILE, limits_for
+
+# (B, C, H, W, KH, KW)
+SHAPES = [
+    (2, 3, 5, 4, 3, 2),
+    (1, 1, 1, 1, 1, 1),
+    (2, 2, 1, 1, 3, 2),  # kernel larger than the image
+    (1, 3, 2, 6, 4, 5),  # kernel taller than the image
+    (3, 1, 5, 3, 2, 1),  # C=1, rectangular kernel
+    (1, 5, 7, 6, 2, 3),  # odd C: padded output groups
+]
+_devices = {}
+
+
+def device(shared_limit=227 * 1024, index64=False):
+    """An emulated device with 64 threads per block (fast on a CPU) and the given limits."""
+    key = (shared_limit, index64)
+    if key not in _devices:
+        dev = EmulatorDevice(max_threads_per_block=64, max_shared_memory_per_block_optin=shared_limit)
+        dev.index64 = index64
+        _devices[key] = dev
+    return _devices[key]
+
+
+def _transposed_solve(dense, g):
+    flat = np.asarray(g, dtype=np.float64).reshape(g.shape[0], -1)
+    return np.linalg.solve(dense.T.T, flat.T).T.reshape(g.shape)
+
+
+def _check_paths(rng, shape, orientation, dtype, path, outputs_per_thread=None):
+    """Solve and transposed solve of a fresh case on ``path``; returns the plan, or None when
+    ``shape`` has no such path."""
+    B, C, H, W, KH, KW = shape
+    found = limits_for(path, (B, C, H, W), (KH, KW), np.dtype(dtype).itemsize, max_threads=64,
+                       outputs_per_thread=outputs_per_thread)
+    if found is None:
+        return None
+    limit, max_tile, how = found
+    dev = device(limit)
+    w = make_weight(rng, C, KH, KW, orientation, dtype)
+    y, g = (rng.standard_normal((B, C, H, W)).astype(dtype) for _ in range(2))
+    dense = Dense(w, H, W, orientation)
+    orient = parse_orientation(orientation)
+    options = {"max_tile": max_tile, "outputs_per_thread": outputs_per_thread}
+    x = kernel_solve.solve(dev, y, w, orient, **options)
+    assert x.dtype == dtype and x.flags.c_contiguous
+    assert_close(x, dense.solve(y), dtype)
+    assert_close(kernel_solve.solve(dev, g, w, orient, True, **options), _transposed_solve(dense, g), dtype)
+    return how
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_solve_and_transposed_solve_match_the_oracle_on_every_path(rng, path, dtype, orientation):
+    plans = [_check_paths(rng, shape, orientation, dtype, path) for shape in SHAPES]
+    one_pixel = sum(H * W == 1 for _, _, H, W, _, _ in SHAPES)
+    assert sum(how is not None for how in plans) >= len(SHAPES) - (one_pixel if PATHS[path][0] else 0)
+
+
+@pytest.mark.parametrize("path", ["tiled", "tiled_global"])
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_images_of_many_tiles(rng, path, orientation):
+    how = _check_paths(rng, (2, 3, 9, 11, 3, 2), orientation, np.float64, path)
+    assert how.tiles_h * how.tiles_w == 5 * 6 and how.launches == 5 + 6 - 1 + PATHS[path][1]
+
+
+@pytest.mark.parametrize("outputs", kernel_solve.OUTPUTS_PER_THREAD)
+@pytest.mark.parametrize("channels", [1, 5, 6])
+def test_every_outputs_per_thread_variant(rng, outputs, channels):
+    for path in ("single", "tiled"):
+        how = _check_paths(rng, (2, channels, 4, 5, 2, 3), "BR", np.float64, path, outputs_per_thread=outputs)
+        assert how.outputs_per_thread == outputs
+
+
+def test_64_bit_index_variant(rng):
+    w = make_weight(rng, 3, 3, 3, "TR")
+    y = rng.standard_normal((2, 3, 6, 5))
+    dense = Dense(w, 6, 5, "TR")
+    for limit in (227 * 1024, 2500):  # single launch, then tiled
+        x = kernel_solve.solve(device(limit, index64=True), y, w, parse_orientation("TR"),
+                               max_tile=None if limit > 2500 else SMALL_TILE)
+        assert_close(x, dense.solve(y), np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_api_solve_and_solve_vjp_on_emulate(rng, orientation, dtype):
+    B, C, H, W, KH, KW = 2, 3, 5, 6, 3, 2
+    w = make_weight(rng, C, KH, KW, orientation, dtype)
+    y, g = (rng.standard_normal((B, C, H, W)).astype(dtype) for _ in range(2))
+    dense = Dense(w, H, W, orientation)
+    x = ic.solve(y, w, orientation, backend="emulate")
+    assert x.dtype == dtype
+    assert_close(x, dense.solve(y), dtype)
+    grad_y, grad_w = ic.solve_vjp(g, x, w, orientation, backend="emulate")
+    expected_y, expected_w = dense.solve_vjp(g, x)
+    assert grad_y.dtype == grad_w.dtype == dtype
+    assert_close(grad_y, expected_y, dtype)
+    assert_close(grad_w, expected_w, dtype)
+
+
+def test_zero_anchor_raises_or_gives_non_finite_values_with_check_false(rng):
+    w = make_weight(rng, 3, 2, 2, "BL")
+    w[1, 1, 0, 1] = 0.0  # BL anchor tap is (0, KW-1)
+    y = rng.standard_normal((1, 3, 4, 4))
+    with pytest.raises(ValueError, match="channel 1"):
+        ic.solve(y, w, "BL", backend="emulate")
+    with pytest.raises(ValueError, match="channel 1"):
+        ic.solve_vjp(y, y, w, "BL", backend="emulate")
+    assert not np.isfinite(ic.solve(y, w, "BL", backend="emulate", check=False)).all()
+
+
+def test_inputs_untouched_and_strided_inputs(rng):
+    w = np.asfortranarray(make_weight(rng, 3, 3, 2, "TR"))
+    y = rng.standard_normal((2, 6, 9, 7))[:, ::2, ::-2, 1:6]
+    saved = (y.copy(), w.copy())
+    x = ic.solve(y, w, "TR", backend="emulate")
+    assert_close(x, Dense(w, 5, 5, "TR").solve(y), np.float64)
+    np.testing.assert_array_equal(saved[0], y)
+    np.testing.assert_array_equal(saved[1], w)
+
+
+class TestPlan:
+    H200 = 227 * 1024
+
+    def test_headline_case_is_one_launch_past_48_kib(self):
+        how = kernel_solve.plan((100, 12, 32, 32), (3, 3), 4, shared_limit=self.H200)
+        assert how.launches == 1 and not how.matrices_in_global
+        assert 48 * 1024 < how.shared_bytes <= self.H200
+
+    def test_large_image_is_tiled_with_one_launch_per_tile_diagonal(self):
+        how = kernel_solve.plan((1, 3, 4096, 4096), (3, 3), 4, shared_limit=self.H200)
+        assert (how.tile_h, how.tile_w) == (kernel_solve.MAX_TILE,) * 2 and not how.matrices_in_global
+        assert how.launches == 2 * 4096 // kernel_solve.MAX_TILE - 1
+        assert how.shared_bytes <= self.H200
+
+    def test_many_channels_put_the_matrices_in_global_memory(self):
+        how = kernel_solve.plan((8, 96, 8, 8), (3, 3), 8, shared_limit=self.H200)
+        assert how.matrices_in_global and how.launches == 2 and how.shared_bytes <= self.H200
+
+    def test_threads_cover_a_diagonal(self):
+        for C, H in ((12, 32), (48, 16), (3, 4)):
+            how = kernel_solve.plan((4, C, H, H), (3, 3), 4, shared_limit=self.H200, outputs_per_thread=2)
+            assert how.threads % 32 == 0 and 32 <= how.threads <= kernel_solve.MAX_THREADS
+            assert how.threads >= min(kernel_solve.MAX_THREADS, H * -(-C // 2))
+
+    def test_impossible_sizes_raise(self):
+        with pytest.raises(ValueError, match="shared memory.*backend='numpy'"):
+            kernel_solve.plan((1, 4096, 8, 8), (3, 3), 8, shared_limit=48 * 1024)
+        with pytest.raises(ValueError, match="outputs_per_thread"):
+            kernel_solve.plan((1, 3, 8, 8), (3, 3), 8, shared_limit=self.H200, outputs_per_thread=3)
+
+
+def test_outputs_per_thread_matches_the_kernel_entry_points():
+    from invconv_cupy import kernel_source
+
+    entries = kernel_source.entry_points("solve")
+    assert {f"solve_tiles_g{G}" for G in kernel_solve.OUTPUTS_PER_THREAD} <= set(entries)
