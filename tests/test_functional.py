@@ -148,3 +148,18 @@ def test_empty_batch(rng):
     assert ic.solve(x, w).shape == x.shape
     gx, gw = ic.solve_vjp(x, x, w)
     assert gx.shape == x.shape and gw.shape == w.shape and not gw.any()
+
+
+@pytest.mark.parametrize("fft_min_taps", [1, 10**9], ids=["fft", "direct"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_both_numpy_convolution_paths_match_dense_oracle(rng, monkeypatch, fft_min_taps, orientation, dtype):
+    from invconv_cupy.backends import numpy_backend
+
+    monkeypatch.setattr(numpy_backend, "FFT_MIN_TAPS", fft_min_taps)
+    for shape in [(2, 3, 4, 5, 3, 3), (1, 2, 2, 6, 4, 5), (2, 1, 7, 3, 2, 1)]:
+        x, w, dense = _case(rng, shape, orientation, dtype)
+        g = rng.standard_normal(x.shape).astype(dtype)
+        assert_close(ic.conv(x, w, orientation), dense.conv(x), dtype)
+        gx, _ = ic.conv_vjp(g, x, w, orientation)
+        assert_close(gx, dense.conv_vjp(g, x)[0], dtype)
