@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
@@ -17,8 +18,10 @@ from scipy.optimize import minimize
 import invconv_cupy as ic
 from invconv_cupy.orientation import parse_orientation
 
-from .device import Compute
-from .psf import CausalKernel
+from .device import Compute, resolve_device
+from .errors import CliError
+from .images import atomic_output, read_image
+from .psf import MAX_GROWTH, CausalKernel, inverse_growth, psf_of
 
 #: Lower bound on the anchor (centre) tap while fitting, so the inverse stays defined.
 ANCHOR_FLOOR = 1e-3
@@ -124,4 +127,40 @@ def fit_kernel(
         _psnr(before, peak),
         _psnr(2 * float(result.fun), peak),
         str(result.message),
+    )
+
+
+def run(args) -> None:
+    """The ``fit`` command: validate, fit (every orientation for ``auto``), write the PSF."""
+    output = Path(args.output)
+    if output.suffix.lower() != ".npy":
+        raise CliError(f"fit writes a .npy file, got output {output}")
+    if output.is_dir():
+        raise CliError(f"output {output} is a folder")
+    if output.exists() and not args.force:
+        raise CliError(f"output {output} exists; use --force to overwrite it")
+    if args.size < 1:
+        raise CliError(f"--size must be at least 1, got {args.size}")
+    if args.maxiter < 1:
+        raise CliError(f"--maxiter must be at least 1, got {args.maxiter}")
+    sharp, blurred = read_image(args.sharp), read_image(args.blurred)
+    if sharp.data.shape != blurred.data.shape:
+        raise CliError(
+            f"sharp {sharp.path} and blurred {blurred.path} must have the same shape, "
+            f"got {sharp.data.shape[1:]} x {sharp.channels} and {blurred.data.shape[1:]} x {blurred.channels} channels"
+        )
+    if args.size > min(sharp.data.shape[1:]):
+        raise CliError(f"--size {args.size} is larger than the image ({sharp.data.shape[1]} x {sharp.data.shape[2]})")
+    compute = resolve_device(args.device)
+    orientations = ic.ORIENTATIONS if args.orientation == "auto" else (args.orientation,)
+    fits = [fit_kernel(sharp.data, blurred.data, args.size, o, compute, maxiter=args.maxiter) for o in orientations]
+    best = max(fits, key=lambda f: f.psnr_after)
+    with atomic_output(output) as handle:
+        np.save(handle, psf_of(best.kernel), allow_pickle=False)
+    growth = inverse_growth(best.kernel)
+    stability = "stable" if growth <= MAX_GROWTH else f"unstable (growth {growth:.3g}): apply --method exact will refuse it"
+    print(
+        f"fit: orientation {best.kernel.orientation}, {best.iterations} L-BFGS-B iterations ({best.message}); "
+        f"PSNR of the exact inverse against the sharp image {best.psnr_after:.2f} dB "
+        f"(blurred: {best.psnr_before:.2f} dB); inverse {stability}; wrote {output}"
     )

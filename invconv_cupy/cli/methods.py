@@ -121,6 +121,46 @@ def choose_lambda(blurred: np.ndarray) -> float:
     return max(LAMBDA_SCALE * sigma**2 / g2, LAMBDA_FLOOR)
 
 
+def condition_estimates(psf: np.ndarray, shape: tuple[int, int], lam: float) -> tuple[float, float]:
+    """Condition numbers of Tikhonov's normal equations, plain and causally preconditioned.
+
+    Periodic (Fourier) approximation on a grid of ``shape``: with ``|K|^2`` and
+    ``|D|^2`` the symbols of the blur and of the gradient penalty, the normal
+    matrix has eigenvalues ``|K|^2 + lam |D|^2`` and, preconditioned by
+    ``(K^T K)^-1``, ``1 + lam |D|^2 / |K|^2``. CG needs about the square root
+    of the condition number in iterations.
+
+    Returns
+    -------
+    plain, preconditioned : float
+    """
+    grid = (max(shape[0], psf.shape[0]), max(shape[1], psf.shape[1]))
+    blur = np.abs(np.fft.fft2(psf, grid)) ** 2
+    fy, fx = (2 - 2 * np.cos(2 * np.pi * np.fft.fftfreq(n)) for n in grid)
+    normal = blur + lam * (fy[:, None] + fx[None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plain = float(normal.max() / normal.min())
+        ratio = normal / blur
+        preconditioned = float(ratio.max() / ratio.min())
+    return plain, (preconditioned if np.isfinite(preconditioned) else np.inf)
+
+
+def pick_preconditioner(
+    psf: np.ndarray, kernel: CausalKernel | None, shape: tuple[int, int], lam: float
+) -> CausalKernel | None:
+    """``kernel`` when preconditioning by it is estimated to need fewer CG iterations, else None.
+
+    Measured on the demo (``bench/cli_preconditioner.py``): the causal
+    preconditioner cuts the iterations at small ``lam`` (low noise) and
+    multiplies them at large ``lam``; :func:`condition_estimates` predicts the
+    crossover.
+    """
+    if kernel is None:
+        return None
+    plain, preconditioned = condition_estimates(psf, shape, lam)
+    return kernel if preconditioned < plain else None
+
+
 @dataclass(frozen=True)
 class TikhonovResult:
     """What :func:`deblur_tikhonov` did.

@@ -298,6 +298,14 @@ def inverse_growth(kernel: CausalKernel) -> float:
     return ratio if math.isfinite(ratio) else math.inf
 
 
+class NotSafeForExact(CliError):
+    """The ``exact`` method cannot be used with this PSF; ``reason`` says why (without the hint)."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"{reason}; use --method tikhonov")
+        self.reason = reason
+
+
 def exact_kernel(psf: np.ndarray, orientation: str = "auto") -> CausalKernel:
     """The causal kernel for the ``exact`` method, or a refusal that points to ``tikhonov``.
 
@@ -307,32 +315,29 @@ def exact_kernel(psf: np.ndarray, orientation: str = "auto") -> CausalKernel:
         A validated PSF.
     orientation : {"auto", "TL", "TR", "BL", "BR"}
         ``"auto"`` picks the first orientation whose quadrant holds the PSF's
-        support and whose inverse is stable.
+        support (when several do, as for a straight line along an axis, they
+        are the same convolution).
 
     Raises
     ------
-    CliError
+    NotSafeForExact
         If the support is not in one quadrant (or not in the requested one), the
-        centre tap is zero, or the inverse filter does not decay.
+        centre tap is zero, or the inverse filter does not decay (:func:`inverse_growth`).
     """
     psf = crop_to_support(psf)
     quadrants = quadrants_of(psf)
-    hint = "; use --method tikhonov"
     if not quadrants:
-        raise CliError("the PSF's support is not inside one quadrant around its centre, so it is not causal" + hint)
+        raise NotSafeForExact("the PSF's support is not inside one quadrant around its centre, so it is not causal")
     if orientation != "auto" and orientation not in quadrants:
-        raise CliError(
-            f"the PSF's support is not inside the {orientation} quadrant around its centre "
-            f"(it fits {', '.join(quadrants)})" + hint
+        raise NotSafeForExact(
+            f"the PSF's support is not inside the {orientation} quadrant around its centre (it fits {', '.join(quadrants)})"
         )
     if psf[psf.shape[0] // 2, psf.shape[1] // 2] == 0:
-        raise CliError("the PSF's centre entry is zero, so its causal convolution is not invertible" + hint)
-    # Quadrants that hold the support give the same operator; their stability is the same.
+        raise NotSafeForExact("the PSF's centre entry is zero, so its causal convolution is not invertible")
     kernel = causal_kernel(psf, quadrants[0] if orientation == "auto" else orientation)
     growth = inverse_growth(kernel)
     if growth > MAX_GROWTH:
-        raise CliError(
-            f"the PSF's exact inverse is unstable (its impulse response does not decay: "
-            f"growth {growth:.3g} > {MAX_GROWTH:g})" + hint
+        raise NotSafeForExact(
+            f"the PSF's exact inverse is unstable (its impulse response does not decay: growth {growth:.3g} > {MAX_GROWTH:g})"
         )
     return kernel
