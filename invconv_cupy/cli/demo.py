@@ -118,7 +118,7 @@ def run(args) -> None:
         f"decay {MOTION['decay']}; orientation {kernel.orientation}), noise sigma {NOISE}, device {compute.name}"
     )
     print(f"PSNR/SSIM on the interior ({MARGIN}-pixel border left out)")
-    print(f"{"method":<52} {'PSNR dB':>8} {'SSIM':>6} {'seconds':>8}")
+    print(f"{'method':<52} {'PSNR dB':>8} {'SSIM':>6} {'seconds':>8}")
     panels = [("sharp", sharp)]
     for label, image, seconds in rows:
         p, s = _scores(sharp, image)
