@@ -39,11 +39,13 @@ TRANSPOSED = {"TL": "BR", "BR": "TL", "TR": "BL", "BL": "TR"}
 _TEXT_SUFFIXES = (".csv", ".txt")
 
 #: Stability test: the impulse response of the inverse filter on a square grid of
-#: ``max(_GRID_MIN, _GRID_PER_TAP * kernel extent)`` pixels must carry less than
+#: ``_GRID_PER_TAP * kernel extent`` pixels (at least ``_GRID_MIN``; above ``_GRID_MAX``
+#: only ``4 * extent``, to bound the cost for huge kernels) must carry less than
 #: ``MAX_GROWTH`` of its root-mean-square size in the outer half (Chebyshev
 #: distance from the impulse at least half the grid) compared with the inner half.
 _GRID_MIN = 64
 _GRID_PER_TAP = 16
+_GRID_MAX = 1024
 MAX_GROWTH = 1e-3
 
 #: Samples per pixel along a motion-blur line.
@@ -278,7 +280,7 @@ def inverse_growth(kernel: CausalKernel) -> float:
     """How much the inverse filter's impulse response fails to decay.
 
     Solves ``kernel`` for a unit impulse at its orientation's corner of a square
-    grid (``max(64, 16 * kernel extent)`` pixels) and returns the ratio of the
+    grid (16 kernel extents, within limits) and returns the ratio of the
     root-mean-square response on the outer half of the grid (Chebyshev distance
     from the impulse at least half the grid) to that on the inner half. A stable
     inverse decays geometrically (a tiny ratio); a marginal one (zeros of the
@@ -286,7 +288,8 @@ def inverse_growth(kernel: CausalKernel) -> float:
     (``inf`` when it overflows).
     """
     tl_frame = kernel.weight[:: -1 if kernel.orientation[0] == "B" else 1, :: -1 if kernel.orientation[1] == "R" else 1]
-    n = max(_GRID_MIN, _GRID_PER_TAP * max(tl_frame.shape))
+    extent = max(tl_frame.shape)
+    n = max(_GRID_MIN, min(_GRID_PER_TAP * extent, _GRID_MAX), 4 * extent)
     impulse = np.zeros((1, 1, n, n))
     impulse[0, 0, 0, 0] = 1.0
     with np.errstate(over="ignore", invalid="ignore"):
