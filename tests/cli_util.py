@@ -8,7 +8,7 @@ for _module in ("skimage", "PIL", "tqdm", "tifffile"):
     pytest.importorskip(_module, reason="the cli extra (scikit-image, Pillow, tqdm) is not installed")
 
 from invconv_cupy.cli.main import main  # noqa: E402
-from invconv_cupy.cli.psf import _quadrant_slices  # noqa: E402
+from invconv_cupy.cli.psf import quadrant_slices  # noqa: E402
 
 
 def run_cli(capsys, *argv):
@@ -34,7 +34,7 @@ def synthetic_image(rng, shape=(48, 64), channels=None):
 def stable_quadrant_psf(rng, orientation, kh=3, kw=4):
     """A random PSF in ``orientation``'s quadrant whose centre outweighs all other taps (a stable inverse)."""
     psf = np.zeros((2 * kh - 1, 2 * kw - 1))
-    quadrant = psf[_quadrant_slices(psf.shape, orientation)]
+    quadrant = psf[quadrant_slices(psf.shape, orientation)]
     quadrant[...] = rng.uniform(0.0, 1.0, quadrant.shape) * (0.6 / quadrant.size)
     psf[kh - 1, kw - 1] = 1.0
     return psf / psf.sum()

@@ -1,6 +1,5 @@
 """invconv-deblur end to end: apply (exact, tikhonov), fit, demo, the console script, every error path."""
 
-import os
 import shutil
 import subprocess
 import sys
@@ -30,7 +29,9 @@ def test_exact_recovers_noiseless_npy(tmp_path, capsys, rng, orientation):
     psf = stable_quadrant_psf(rng, orientation)
     np.save(tmp_path / "psf.npy", psf)
     np.save(tmp_path / "blurred.npy", _blur(sharp, psf).astype(np.float32))
-    code, out, err = run_cli(capsys, "apply", tmp_path / "blurred.npy", "--psf", tmp_path / "psf.npy", "-o", tmp_path / "out.npy")
+    code, out, err = run_cli(
+        capsys, "apply", tmp_path / "blurred.npy", "--psf", tmp_path / "psf.npy", "-o", tmp_path / "out.npy"
+    )
     assert code == 0, err
     assert f"exact ({orientation})" in out
     result = np.load(tmp_path / "out.npy")
@@ -84,7 +85,8 @@ def test_tikhonov_preconditioner_reaches_the_same_answer(tmp_path, capsys, rng, 
     from invconv_cupy.cli.device import resolve_device
     from invconv_cupy.cli.methods import deblur_tikhonov
 
-    reference = deblur_tikhonov(np.load(tmp_path / "b.npy")[None], psf, 0.01, resolve_device("cpu"), rtol=1e-10, maxiter=2000)
+    blurred = np.load(tmp_path / "b.npy")[None]
+    reference = deblur_tikhonov(blurred, psf, 0.01, resolve_device("cpu"), rtol=1e-10, maxiter=2000)
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), reference.image[0], atol=1e-5)
 
 

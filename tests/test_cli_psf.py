@@ -22,7 +22,7 @@ def _conv(image, kernel):
 @pytest.mark.parametrize("kh, kw", [(3, 3), (2, 5), (4, 1), (1, 3), (1, 1)])
 def test_quadrant_psf_is_the_causal_conv(rng, orientation, kh, kw):
     psf = np.zeros((2 * kh - 1, 2 * kw - 1))
-    quadrant = psf[P._quadrant_slices(psf.shape, orientation)]
+    quadrant = psf[P.quadrant_slices(psf.shape, orientation)]
     quadrant[...] = rng.standard_normal(quadrant.shape)
     image = rng.standard_normal((rng.integers(5, 12), rng.integers(5, 12)))
     kernel = P.causal_kernel(psf, orientation)
@@ -133,7 +133,9 @@ def test_validate_psf_rejects(bad, words):
         P.validate_psf(bad, "x")
 
 
-@pytest.mark.parametrize("call", [lambda: P.motion_psf(0.5, 0), lambda: P.motion_psf(3, 0, 1.5), lambda: P.gaussian_psf(0.0)])
+@pytest.mark.parametrize(
+    "call", [lambda: P.motion_psf(0.5, 0), lambda: P.motion_psf(3, 0, 1.5), lambda: P.gaussian_psf(0.0)]
+)
 def test_generator_arguments_checked(call):
     with pytest.raises(CliError):
         call()

@@ -158,7 +158,9 @@ def run(args) -> None:
     with atomic_output(output) as handle:
         np.save(handle, psf_of(best.kernel), allow_pickle=False)
     growth = inverse_growth(best.kernel)
-    stability = "stable" if growth <= MAX_GROWTH else f"unstable (growth {growth:.3g}): apply --method exact will refuse it"
+    stability = (
+        "stable" if growth <= MAX_GROWTH else f"unstable (growth {growth:.3g}): apply --method exact will refuse it"
+    )
     print(
         f"fit: orientation {best.kernel.orientation}, {best.iterations} L-BFGS-B iterations ({best.message}); "
         f"PSNR of the exact inverse against the sharp image {best.psnr_after:.2f} dB "

@@ -69,7 +69,9 @@ def _pixels_from_pillow(path: Path) -> np.ndarray:
         if im.mode == "RGB" and any(";16" in str(mode) for mode in raw_modes):
             raise CliError(f"{path} is a 16-bit RGB PNG, which Pillow reads only as 8-bit; save it as a 16-bit TIFF")
         if im.mode not in ("L", "RGB", "I;16"):
-            raise CliError(f"{path} has image mode {im.mode}; only 8-bit grey (L), 16-bit grey (I;16) and RGB are supported")
+            raise CliError(
+                f"{path} has image mode {im.mode}; only 8-bit grey (L), 16-bit grey (I;16) and RGB are supported"
+            )
         return np.asarray(im)
 
 
@@ -144,7 +146,8 @@ def check_writable(path: Path, dtype: np.dtype, channels: int) -> None:
     allowed = _WRITABLE[suffix].get(np.dtype(dtype), ())
     if allowed is not None and channels not in allowed:
         kinds = ", ".join(
-            f"{d}" + ("" if ch is None else f" ({'/'.join(map(str, ch))} channels)") for d, ch in _WRITABLE[suffix].items()
+            f"{d}" + ("" if ch is None else f" ({'/'.join(map(str, ch))} channels)")
+            for d, ch in _WRITABLE[suffix].items()
         )
         raise CliError(
             f"{path}: a {suffix} file cannot hold {channels}-channel {np.dtype(dtype)} data "
@@ -226,7 +229,9 @@ def list_inputs(paths: list[str]) -> tuple[list[Path], bool]:
         path = Path(name)
         if path.is_dir():
             from_folder = True
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith("."))
+            found = sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith(".")
+            )
             if not found:
                 raise CliError(f"folder {path} holds no {', '.join(SUFFIXES)} files")
             files.extend(found)

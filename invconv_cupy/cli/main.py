@@ -71,18 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     apply.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (their supported files)")
     source = apply.add_mutually_exclusive_group(required=True)
-    source.add_argument("--psf", metavar="PSF", help="PSF file: .npy, .csv/.txt (numbers, kept as they are) or an image (scaled to sum 1)")
+    source.add_argument("--psf", metavar="PSF",
+                        help="PSF file: .npy, .csv/.txt (numbers, kept as they are) or an image (scaled to sum 1)")
     source.add_argument("--motion", nargs=2, type=float, metavar=("LENGTH", "ANGLE"),
                         help="one-sided motion blur: a line of LENGTH pixels from the centre at ANGLE degrees "
                         "(counter-clockwise from +x)")
-    source.add_argument("--gaussian", type=float, metavar="SIGMA", help="isotropic Gaussian blur (not causal: tikhonov)")
+    source.add_argument("--gaussian", type=float, metavar="SIGMA",
+                        help="isotropic Gaussian blur (not causal: tikhonov)")
     apply.add_argument("--decay", type=float, default=1.0, metavar="R",
-                       help="with --motion: tap weights fall as R**distance (default 1: uniform, whose inverse is unstable)")
+                       help="with --motion: tap weights fall as R**distance "
+                       "(default 1: uniform, whose inverse is unstable)")
     apply.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                        help="output file; a folder for several inputs or a folder input (files keep their names)")
     apply.add_argument("--method", choices=("exact", "tikhonov"),
                        help="exact: the causal solve (default where it is safe: quadrant-supported PSF with a stable "
-                       "inverse); tikhonov: min ||k*x - y||^2 + lam ||grad x||^2 by conjugate gradients (the default otherwise)")
+                       "inverse); tikhonov: min ||k*x - y||^2 + lam ||grad x||^2 by conjugate gradients "
+                       "(the default otherwise)")
     apply.add_argument("--lam", type=float, metavar="L",
                        help="tikhonov's weight (default: chosen from the estimated noise level)")
     apply.add_argument("--orientation", choices=_ORIENTATIONS, default="auto",
@@ -91,8 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tikhonov: precondition CG by the causal solve and its transpose (needs a PSF that exact "
                        "accepts). auto (default): where a Fourier estimate of the condition number says it helps "
                        "(low noise: fewer iterations; high noise: many more)")
-    apply.add_argument("--maxiter", type=int, default=300, metavar="N", help="tikhonov: CG iteration limit (default 300)")
-    apply.add_argument("--rtol", type=float, default=1e-4, metavar="T", help="tikhonov: CG relative tolerance (default 1e-4)")
+    apply.add_argument("--maxiter", type=int, default=300, metavar="N",
+                       help="tikhonov: CG iteration limit (default 300)")
+    apply.add_argument("--rtol", type=float, default=1e-4, metavar="T",
+                       help="tikhonov: CG relative tolerance (default 1e-4)")
     _add_common(apply)
 
     fit = commands.add_parser(
@@ -107,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--sharp", required=True, metavar="S", help="the sharp image")
     fit.add_argument("--blurred", required=True, metavar="B", help="the blurred image, same shape")
-    fit.add_argument("--size", required=True, type=int, metavar="K", help="causal kernel size K (K x K taps, centre included)")
+    fit.add_argument("--size", required=True, type=int, metavar="K",
+                     help="causal kernel size K (K x K taps, centre included)")
     fit.add_argument("-o", "--output", required=True, metavar="KERNEL", help="output .npy file")
     fit.add_argument("--orientation", choices=_ORIENTATIONS, default="auto",
                      help="the kernel's quadrant; auto fits all four and keeps the best (default)")

@@ -207,7 +207,11 @@ def crop_to_support(psf: np.ndarray) -> np.ndarray:
     return psf[ch - dr : ch + dr + 1, cw - dc : cw + dc + 1]
 
 
-def _quadrant_slices(shape, orientation):
+def quadrant_slices(shape: tuple[int, int], orientation: str) -> tuple[slice, slice]:
+    """The rows and columns of an odd-sized PSF of ``shape`` that ``orientation``'s causal convolution reads.
+
+    Each quadrant includes the centre row and column.
+    """
     ch, cw = shape[0] // 2, shape[1] // 2
     rows, cols = _QUADRANT[orientation]
     return (
@@ -222,7 +226,7 @@ def quadrants_of(psf: np.ndarray) -> list[str]:
     found = []
     for orientation in ic.ORIENTATIONS:
         outside = support.copy()
-        outside[_quadrant_slices(psf.shape, orientation)] = False
+        outside[quadrant_slices(psf.shape, orientation)] = False
         if not outside.any():
             found.append(orientation)
     return found
@@ -239,15 +243,18 @@ def causal_kernel(psf: np.ndarray, orientation: str) -> CausalKernel:
     psf = crop_to_support(psf)
     if orientation not in quadrants_of(psf):
         raise ValueError(f"the PSF's support is not inside the {orientation} quadrant around its centre")
-    quadrant = psf[_quadrant_slices(psf.shape, orientation)]
+    quadrant = psf[quadrant_slices(psf.shape, orientation)]
     return CausalKernel(quadrant[::-1, ::-1].copy(), orientation)
 
 
 def psf_of(kernel: CausalKernel) -> np.ndarray:
-    """The PSF (odd-sized, centred, zeros outside the quadrant) that blurs like ``kernel``: the inverse of :func:`causal_kernel`."""
+    """The PSF that blurs like ``kernel`` (odd-sized, centred, zero outside the quadrant).
+
+    The inverse of :func:`causal_kernel`.
+    """
     kh, kw = kernel.weight.shape
     psf = np.zeros((2 * kh - 1, 2 * kw - 1))
-    psf[_quadrant_slices(psf.shape, kernel.orientation)] = kernel.weight[::-1, ::-1]
+    psf[quadrant_slices(psf.shape, kernel.orientation)] = kernel.weight[::-1, ::-1]
     return psf
 
 
@@ -271,7 +278,7 @@ def split_psf(psf: np.ndarray) -> list[CausalKernel]:
     for orientation in ic.ORIENTATIONS:
         part = np.where(owner[orientation], psf, 0.0)
         if part.any():
-            quadrant = part[_quadrant_slices(psf.shape, orientation)]
+            quadrant = part[quadrant_slices(psf.shape, orientation)]
             parts.append(CausalKernel(quadrant[::-1, ::-1].copy(), orientation))
     return parts
 
@@ -333,7 +340,8 @@ def exact_kernel(psf: np.ndarray, orientation: str = "auto") -> CausalKernel:
         raise NotSafeForExact("the PSF's support is not inside one quadrant around its centre, so it is not causal")
     if orientation != "auto" and orientation not in quadrants:
         raise NotSafeForExact(
-            f"the PSF's support is not inside the {orientation} quadrant around its centre (it fits {', '.join(quadrants)})"
+            f"the PSF's support is not inside the {orientation} quadrant around its centre "
+            f"(it fits {', '.join(quadrants)})"
         )
     if psf[psf.shape[0] // 2, psf.shape[1] // 2] == 0:
         raise NotSafeForExact("the PSF's centre entry is zero, so its causal convolution is not invertible")
@@ -341,6 +349,7 @@ def exact_kernel(psf: np.ndarray, orientation: str = "auto") -> CausalKernel:
     growth = inverse_growth(kernel)
     if growth > MAX_GROWTH:
         raise NotSafeForExact(
-            f"the PSF's exact inverse is unstable (its impulse response does not decay: growth {growth:.3g} > {MAX_GROWTH:g})"
+            "the PSF's exact inverse is unstable (its impulse response does not decay: "
+            f"growth {growth:.3g} > {MAX_GROWTH:g})"
         )
     return kernel
