@@ -192,6 +192,8 @@ def _prepare(case, d):
     ok = ["apply", d / "b.npy", "--psf", d / "psf.npy", "-o", d / "out.npy"]
     if case == "missing input":
         return ["apply", d / "nope.npy", "--psf", d / "psf.npy", "-o", d / "out.npy"]
+    if case == "missing input, non-causal psf":
+        return ["apply", d / "nope.npy", "--gaussian", "1", "-o", d / "out.npy"]
     if case == "unreadable input":
         (d / "bad.png").write_bytes(b"\x89PNG garbage")
         return ["apply", d / "bad.png", "--psf", d / "psf.npy", "-o", d / "out.png"]
@@ -253,6 +255,7 @@ def _prepare(case, d):
 
 CASES = {
     "missing input": "does not exist",
+    "missing input, non-causal psf": "does not exist",
     "unreadable input": "cannot read",
     "one bad input among several": "cannot read",
     "missing psf": "does not exist",

@@ -39,6 +39,8 @@ class Plan:
         Tikhonov's weight; None: chosen per image from its data.
     maxiter, rtol
         Tikhonov's CG settings.
+    note : str or None
+        Why exact was not used, when the method was chosen automatically.
     """
 
     method: str
@@ -48,6 +50,7 @@ class Plan:
     lam: float | None
     maxiter: int
     rtol: float
+    note: str | None = None
 
 
 def psf_from_args(args) -> np.ndarray:
@@ -80,13 +83,14 @@ def plan_from_args(args, psf: np.ndarray) -> Plan:
         if method == "exact":
             raise
         reason = exc.reason
+    note = None
     if method is None:
         method = "tikhonov" if wants_tikhonov or kernel is None else "exact"
         if kernel is None:
-            print(f"invconv-deblur: note: not using exact ({reason}); using tikhonov", file=sys.stderr)
+            note = f"not using exact ({reason}); using tikhonov"
     if method == "tikhonov" and args.precondition == "causal" and kernel is None:
         raise CliError(f"--precondition causal needs a PSF that exact accepts, but {reason}")
-    return Plan(method, psf, kernel, args.precondition, args.lam, args.maxiter, args.rtol)
+    return Plan(method, psf, kernel, args.precondition, args.lam, args.maxiter, args.rtol, note)
 
 
 def plan_outputs(files: list[Path], output: Path, many: bool, force: bool) -> list[Path]:
@@ -127,9 +131,9 @@ def deblur(data: np.ndarray, plan: Plan, compute: Compute) -> tuple[np.ndarray, 
     result = deblur_tikhonov(
         data, plan.psf, lam, compute, preconditioner=preconditioner, rtol=plan.rtol, maxiter=plan.maxiter
     )
-    note = "" if result.converged else f", stopped at --maxiter before --rtol {plan.rtol:g}"
+    stopped = "" if result.converged else f", stopped at --maxiter before --rtol {plan.rtol:g}"
     pre = ", causal preconditioner" if preconditioner is not None else ""
-    return result.image, f"tikhonov (lambda {lam:.3g}, {result.iterations} CG iterations{pre}{note})"
+    return result.image, f"tikhonov (lambda {result.lam:.3g}, {result.iterations} CG iterations{pre}{stopped})"
 
 
 def run(args) -> None:
@@ -143,6 +147,8 @@ def run(args) -> None:
     for path, output in zip(files, outputs):
         image = read_image(path)
         check_writable(output, image.dtype, image.channels)
+    if plan.note:
+        print(f"invconv-deblur: note: {plan.note}", file=sys.stderr)
     report = tqdm.write if many else print
     for path, output in tqdm(list(zip(files, outputs)), desc="deblurring", unit="image", disable=not many):
         image = read_image(path)

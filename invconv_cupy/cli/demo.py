@@ -104,7 +104,7 @@ def run(args) -> None:
         ("blurred (input)", blurred, 0.0),
         ("exact (invconv solve)", exact[0], t_exact),
         (
-            f"tikhonov (lambda {lam:.2g}, {tik.iterations} CG it.{', causal prec.' if preconditioner else ''})",
+            f"tikhonov (lambda {tik.lam:.2g}, {tik.iterations} CG it.{', causal prec.' if preconditioner else ''})",
             tik.image[0],
             t_tik,
         ),
