@@ -65,7 +65,8 @@ def _pixels_from_pillow(path: Path) -> np.ndarray:
     from PIL import Image as PILImage
 
     with PILImage.open(path) as im:
-        raw_modes = {tile.args if isinstance(tile.args, str) else tile.args[0] for tile in im.tile}
+        # A tile's fourth field is its decoder arguments, the raw mode first ("RGB;16B": 16 bits per sample).
+        raw_modes = {tile[3] if isinstance(tile[3], str) else tile[3][0] for tile in im.tile}
         if im.mode == "RGB" and any(";16" in str(mode) for mode in raw_modes):
             raise CliError(f"{path} is a 16-bit RGB PNG, which Pillow reads only as 8-bit; save it as a 16-bit TIFF")
         if im.mode not in ("L", "RGB", "I;16"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from .device import DEVICES
 from .errors import CliError
@@ -25,6 +26,11 @@ exactly; 'fit' writes kernels in this convention.
 """
 
 
+def _wrap(text: str) -> str:
+    """A paragraph wrapped for help output (the raw formatter keeps the PSF convention's layout)."""
+    return textwrap.fill(text, 79)
+
+
 class _Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors are one-line :class:`CliError`."""
 
@@ -39,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``invconv-deblur`` parser with its ``demo``, ``apply`` and ``fit`` subcommands."""
     parser = _Parser(
         prog=PROG,
-        description="Deblur images with the exact inverse of a causal convolution (invconv_cupy), "
-        "or with Tikhonov-regularized least squares; learn causal blur kernels.",
+        description=_wrap("Deblur images with the exact inverse of a causal convolution (invconv_cupy), "
+        "or with Tikhonov-regularized least squares; learn causal blur kernels."),
         epilog=_PSF_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -49,10 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="blur scikit-image's camera picture, deblur it with every method, print a table, write a PNG",
-        description="Blur scikit-image's built-in camera picture with a causal motion kernel, add a little "
+        description=_wrap("Blur scikit-image's built-in camera picture with a causal motion kernel, add a little "
         "noise, deblur it with the exact inverse, tikhonov, and scikit-image's (unsupervised) Wiener and "
         "Richardson-Lucy; print PSNR, SSIM and seconds per method; write comparison.png, blurred.png and "
-        "psf.npy (so 'apply blurred.png --psf psf.npy' repeats it).",
+        "psf.npy (so 'apply blurred.png --psf psf.npy' repeats it)."),
     )
     demo.add_argument("--out", default="invconv-deblur-demo", metavar="DIR",
                       help="folder for the demo's files (default: ./invconv-deblur-demo)")
@@ -63,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     apply = commands.add_parser(
         "apply",
         help="deblur images with a known PSF",
-        description="Deblur images (PNG, JPEG, TIFF 8/16-bit grey or RGB, float TIFF, .npy float arrays "
+        description=_wrap("Deblur images (PNG, JPEG, TIFF 8/16-bit grey or RGB, float TIFF, .npy float arrays "
         "(H, W) or (H, W, C)) with a known PSF. Colour channels are deblurred together as one batch. The "
-        "output keeps the input's dtype (integer images clipped to their range; .npy stays float).",
+        "output keeps the input's dtype (integer images clipped to their range; .npy stays float)."),
         epilog=_PSF_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -104,10 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit = commands.add_parser(
         "fit",
         help="learn a causal kernel whose exact inverse maps BLURRED onto SHARP",
-        description="Learn a causal blur kernel by L-BFGS-B (scipy.optimize) on "
+        description=_wrap("Learn a causal blur kernel by L-BFGS-B (scipy.optimize) on "
         "0.5*mean((solve(blurred, w) - sharp)**2), with gradients from invconv_cupy.solve_vjp. The kernel is "
         "written as a PSF in the convention below ((2K-1) x (2K-1), nonzero in one quadrant), so "
-        "'apply --psf kernel.npy --method exact' uses it.",
+        "'apply --psf kernel.npy --method exact' uses it."),
         epilog=_PSF_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
