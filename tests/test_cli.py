@@ -125,6 +125,16 @@ def test_folder_input_shows_progress_and_keeps_names(tmp_path, capsys, rng):
     assert read_image(tmp_path / "out" / "a.png").channels == 3
 
 
+def test_single_input_to_a_new_folder(tmp_path, capsys, rng):
+    psf = stable_quadrant_psf(rng, "TR")
+    np.save(tmp_path / "psf.npy", psf)
+    np.save(tmp_path / "b.npy", _blur(synthetic_image(rng), psf))
+    code, _, err = run_cli(capsys, "apply", tmp_path / "b.npy", "--psf", tmp_path / "psf.npy",
+                           "-o", f"{tmp_path / 'new'}/")
+    assert code == 0, err
+    assert listing(tmp_path / "new") == ["b.npy"]
+
+
 def test_demo(tmp_path, capsys):
     code, out, err = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--downsample", 4)
     assert code == 0, err

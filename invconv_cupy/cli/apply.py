@@ -8,6 +8,7 @@ collisions). Then each image is deblurred and written atomically.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -96,8 +97,9 @@ def plan_from_args(args, psf: np.ndarray) -> Plan:
 def plan_outputs(files: list[Path], output: Path, many: bool, force: bool) -> list[Path]:
     """Output path of each input, checked against existing files and collisions.
 
-    With several inputs (or a folder), ``output`` is a folder and each file keeps
-    its name; with one, ``output`` is the file (or an existing folder to put it in).
+    With ``many`` (several inputs, a folder input, or an output named with a
+    trailing slash), ``output`` is a folder and each file keeps its name; else
+    ``output`` is the file (or an existing folder to put it in).
     """
     if many:
         if output.exists() and not output.is_dir():
@@ -143,7 +145,8 @@ def run(args) -> None:
     compute = resolve_device(args.device)
     files, from_folder = list_inputs(args.inputs)
     many = from_folder or len(files) > 1
-    outputs = plan_outputs(files, Path(args.output), many, args.force)
+    to_folder = many or args.output.endswith(("/", os.sep))
+    outputs = plan_outputs(files, Path(args.output), to_folder, args.force)
     for path, output in zip(files, outputs):
         image = read_image(path)
         check_writable(output, image.dtype, image.channels)
