@@ -18,7 +18,8 @@ from .psf import CausalKernel, split_psf
 
 #: Tikhonov's default data-driven regularization: lambda = LAMBDA_SCALE * sigma^2 / g2,
 #: with sigma the estimated noise level and g2 the blurred image's mean squared gradient
-#: (less the part the noise contributes). Calibrated on the demo (see ``--lam``).
+#: (less the part the noise contributes). 0.3 gave the best PSNR among 0.1, 0.3, 1 and 3
+#: on the demo's picture and blur at noise 0.001, 0.003 and 0.01; ``--lam`` overrides.
 LAMBDA_SCALE = 0.3
 #: The smallest lambda the data-driven choice returns (for noiseless inputs).
 LAMBDA_FLOOR = 1e-8
@@ -114,10 +115,8 @@ def choose_lambda(blurred: np.ndarray) -> float:
     the ratio that makes the gradient penalty a Wiener filter.
     """
     sigma = estimate_noise(blurred)
-    dh = np.diff(blurred, axis=-1)
-    dv = np.diff(blurred, axis=-2)
-    g2 = float(np.mean(dh**2) + np.mean(dv**2)) - 4 * sigma**2
-    g2 = max(g2, float(np.mean(dh**2) + np.mean(dv**2)) * 1e-3, np.finfo(float).tiny)
+    squares = sum(float(np.mean(d**2)) for d in (np.diff(blurred, axis=-1), np.diff(blurred, axis=-2)) if d.size)
+    g2 = max(squares - 4 * sigma**2, squares * 1e-3, np.finfo(float).tiny)
     return max(LAMBDA_SCALE * sigma**2 / g2, LAMBDA_FLOOR)
 
 
