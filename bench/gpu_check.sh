@@ -6,7 +6,8 @@
 #
 # 1. installs this checkout offline (pip install --no-build-isolation --no-deps -e .),
 # 2. runs the gpu-marked tests (the slow >2^31-element test last, if time is left),
-# 3. runs bench/gpu_bench.py, which writes bench/results/gpu-latest.json.
+# 3. runs bench/gpu_bench.py, which writes bench/results/gpu-latest.json, and the
+#    torch adapter's benchmarks (InverseConv2d stack vs nn.Conv2d, sampling, dispatch).
 # Logs, the JUnit XML of the tests and the results JSON go to $OUT when it is set
 # (else bench/results/gpu-check/). Every phase has its own time limit and the whole
 # script stays under $GPU_CHECK_BUDGET_S seconds (default 290); a failing phase is
@@ -64,6 +65,9 @@ run_phase "gpu tests" 120 "${PYTEST[@]}" -m "gpu and not slow" --junitxml="$OUT_
 run_phase "benchmarks" 150 "$PY" bench/gpu_bench.py --out bench/results/gpu-latest.json \
     --budget-s 1.0 --deadline-s 110
 if [[ -f bench/results/gpu-latest.json ]]; then cp bench/results/gpu-latest.json "$OUT_DIR/"; fi
+run_phase "torch benchmarks" 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu --benchmark-enable \
+    --benchmark-max-time=0.5 --benchmark-json="$OUT_DIR/torch-bench.json" \
+    bench/test_torch_flow.py bench/test_torch_dispatch.py
 run_phase "slow gpu tests" 60 "${PYTEST[@]}" -m "gpu and slow" --junitxml="$OUT_DIR/gpu-tests-slow.xml" tests
 
 echo "gpu_check: done in $((SECONDS - START_S)) s"
