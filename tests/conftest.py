@@ -7,6 +7,16 @@ from oracle import anchor
 
 ORIENTATIONS = ("TL", "TR", "BL", "BR")
 DTYPES = (np.float32, np.float64)
+# (B, C, H, W, KH, KW): odd shapes on purpose
+ODD_SHAPES = [
+    (2, 3, 4, 5, 3, 3),
+    (1, 1, 1, 1, 1, 1),
+    (2, 2, 1, 1, 3, 2),  # kernel larger than the image
+    (1, 3, 2, 6, 4, 5),  # kernel taller than the image
+    (3, 1, 5, 3, 2, 1),  # C=1, rectangular kernel
+    (1, 4, 3, 3, 1, 2),
+    (2, 2, 6, 2, 2, 3),
+]
 # rtol per dtype for comparisons against the float64 oracle
 RTOL = {np.dtype(np.float32): 2e-4, np.dtype(np.float64): 1e-10}
 
