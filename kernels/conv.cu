@@ -67,7 +67,8 @@ extern "C" __global__ void conv_apply(
 //     sg: g of its g_channels output channels o_lo.. (tile_h x tile_w, 0 outside the image)
 //     sx: x of all C channels over the tile plus its halo, KH-1 rows above and
 //         KW-1 columns left of it in the frame ((tile_h+KH-1) x (tile_w+KW-1), 0 outside)
-// and every thread adds, pixel by pixel in row-major order,
+// and every thread adds, pixel by pixel in row-major order over the tile's
+// pixels inside the image,
 //     acc[k] += g[o, pixel] * x[c, pixel + (a' - (KH-1), e' - (KW-1))]
 // with (a', e') the frame tap of (a, e) (a' = KH-1-a when flip_h). Then
 //     partial[bx * params + p] = acc   (params = C*C*KH*KW)
@@ -140,10 +141,12 @@ extern "C" __global__ void conv_weight_grad_partial(
         }
         __syncthreads();                          // the item is staged
         if (active) {
-            for (int li = 0; li < tile_h; ++li) {
+            const int rows = (int)min((ic_index)tile_h, H - fi0);   // pixels of the tile inside the image
+            const int cols = (int)min((ic_index)tile_w, W - fj0);
+            for (int li = 0; li < rows; ++li) {
                 const ic_real* gr = sg + goff + li * tile_w;
                 const ic_real* xr = sx + li * halo_w;
-                for (int lj = 0; lj < tile_w; ++lj) {
+                for (int lj = 0; lj < cols; ++lj) {
                     const ic_real gv = gr[lj];
                     for (int k = 0; k < IC_WG_PER_THREAD; ++k) acc[k] += gv * xr[xoff[k] + lj];
                 }

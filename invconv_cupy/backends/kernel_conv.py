@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernel_launch import contiguous, dtype_name, index_scalar, index_type, launch
+from .kernel_launch import INT32_MAX, contiguous, dtype_name, index_scalar, index_type, launch
 
 FAMILY = "conv"
 BLOCK = 256            # threads per block of the elementwise launches
@@ -147,7 +147,7 @@ def weight_grad_plan(shape, kernel_size, itemsize, *, shared_default, shared_lim
     tiles_h, tiles_w = _cdiv(H, th), _cdiv(W, tw)
     params = C * L
     blocks = max(1, min(B * tiles_h * tiles_w, target_blocks // groups, max_partial // params))
-    if groups > 65535:
+    if groups > 65535 or params > INT32_MAX:
         raise ValueError(f"weight gradient of {params} parameters is too large for one launch")
     lanes, finish_params = 1, min(FINISH_PARAMS, 32 * _cdiv(params, 32))
     while lanes < min(FINISH_LANES, blocks):
