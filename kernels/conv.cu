@@ -45,6 +45,76 @@ extern "C" __global__ void conv_apply(
     }
 }
 
+// y = T x, or y = T^T x when transpose, tiled: block k is pixel tile
+// k % (tiles_h*tiles_w) of image k / (tiles_h*tiles_w), a tile_h x tile_w tile in
+// the orientation's frame (as in conv_weight_grad_partial). The block stages
+//     sw[(u*C + v)*KH*KW + hr*KW + hc]: the weight output channel u takes from input
+//         channel v at halo tap (hr, hc) (channel-transposed when transpose; masked
+//         anchor entries 0)
+//     sx: x of all C channels over the tile plus its halo ((tile_h+KH-1) x
+//         (tile_w+KW-1), 0 outside the image): KH-1 rows / KW-1 columns towards the
+//         orientation's corner for T, towards the opposite corner for T^T
+// and each thread computes all C output channels of its pixels:
+//     y[b, u, pixel] = sum_v sum_(hr, hc) sw[u, v, hr, hc] * sx[v, pixel + (hr, hc)]
+// shared_mem = (C*C*KH*KW + C*(tile_h+KH-1)*(tile_w+KW-1)) * sizeof(ic_real).
+extern "C" __global__ void conv_apply_tiled(
+    const ic_real* __restrict__ x, const ic_real* __restrict__ w, ic_real* __restrict__ y,
+    ic_index B, ic_index C, ic_index H, ic_index W, int KH, int KW,
+    int flip_h, int flip_w, int transpose, int tile_h, int tile_w, ic_index tiles_h, ic_index tiles_w)
+{
+    IC_DYNAMIC_SHARED(ic_real, smem);
+    const int nc = (int)C;
+    const int taps = KH * KW;
+    const int halo_h = tile_h + KH - 1, halo_w = tile_w + KW - 1;
+    const int tile_px = tile_h * tile_w, halo_px = halo_h * halo_w;
+    ic_real* sx = smem;
+    ic_real* sw = smem + nc * halo_px;
+    const int pt = flip_h ? 0 : KH - 1, pl = flip_w ? 0 : KW - 1;      // the anchor tap
+    const bool rev_h = (flip_h != 0) != (transpose != 0), rev_w = (flip_w != 0) != (transpose != 0);
+
+    for (int s = threadIdx.x; s < nc * nc * taps; s += blockDim.x) {
+        const int hc = s % KW, hr = (s / KW) % KH, v = (s / taps) % nc, u = s / (taps * nc);
+        const int a = rev_h ? KH - 1 - hr : hr, e = rev_w ? KW - 1 - hc : hc;
+        const int o = transpose ? v : u, c = transpose ? u : v;
+        sw[s] = (a == pt && e == pl && c > o) ? (ic_real)0 : w[(((ic_index)o * nc + c) * KH + a) * KW + e];
+    }
+    const ic_index per_image = tiles_h * tiles_w;
+    const ic_index b = blockIdx.x / per_image;
+    const ic_index tile = blockIdx.x % per_image;
+    const ic_index fi0 = (tile / tiles_w) * tile_h, fj0 = (tile % tiles_w) * tile_w;
+    const ic_index hi0 = transpose ? fi0 : fi0 - (KH - 1), hj0 = transpose ? fj0 : fj0 - (KW - 1);
+    const ic_index hw = H * W;
+    const ic_real* xb = x + b * C * hw;
+    for (int s = threadIdx.x; s < nc * halo_px; s += blockDim.x) {
+        const int ch = s / halo_px, r = s % halo_px;
+        const ic_index fi = hi0 + r / halo_w, fj = hj0 + r % halo_w;
+        ic_real v = 0;
+        if (fi >= 0 && fi < H && fj >= 0 && fj < W) {
+            const ic_index i = flip_h ? H - 1 - fi : fi, j = flip_w ? W - 1 - fj : fj;
+            v = xb[ch * hw + i * W + j];
+        }
+        sx[s] = v;
+    }
+    __syncthreads();                              // weights and tile staged
+    ic_real* yb = y + b * C * hw;
+    for (int px = threadIdx.x; px < tile_px; px += blockDim.x) {
+        const int li = px / tile_w, lj = px % tile_w;
+        const ic_index fi = fi0 + li, fj = fj0 + lj;
+        if (fi >= H || fj >= W) continue;
+        const ic_index out = (flip_h ? H - 1 - fi : fi) * W + (flip_w ? W - 1 - fj : fj);
+        const ic_real* xp = sx + li * halo_w + lj;
+        for (int u = 0; u < nc; ++u) {
+            const ic_real* wu = sw + u * nc * taps;
+            ic_real acc = 0;
+            for (int v = 0; v < nc; ++v)
+                for (int hr = 0; hr < KH; ++hr)
+                    for (int hc = 0; hc < KW; ++hc)
+                        acc += wu[(v * KH + hr) * KW + hc] * xp[v * halo_px + hr * halo_w + hc];
+            yb[u * hw + out] = acc;
+        }
+    }
+}
+
 // Weight gradient: two launches, a deterministic two-stage reduction (no float
 // atomics, bitwise reproducible run to run). invconv_cupy/backends/kernel_conv.py
 // (weight_grad_plan) picks the tile, block and grid and documents the traffic.

@@ -223,6 +223,43 @@ def test_tiled_weight_grad_is_bitwise_reproducible(rng):
         assert other.tobytes() == runs[0].tobytes()
 
 
+# conv_apply_tiled with forced tiles: (B, C, H, W, KH, KW), tile
+CONV_TILINGS = {
+    "tiles inside the halo": ((2, 2, 5, 4, 3, 3), (1, 2)),
+    "partial tiles": ((1, 3, 7, 5, 2, 3), (3, 2)),
+    "1x1 tiles": ((2, 2, 3, 3, 2, 2), (1, 1)),
+}
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+@pytest.mark.parametrize("case", list(CONV_TILINGS))
+def test_conv_tilings_match_dense_oracle(rng, case, orientation):
+    """T x and T^T g through conv_apply_tiled with tiles smaller than the image and the halo."""
+    shape, tile = CONV_TILINGS[case]
+    dtype = np.float32 if orientation in ("TL", "BR") else np.float64
+    x, g, w = _inputs(rng, shape, orientation, dtype)
+    orient = parse_orientation(orientation)
+    dense = Dense(w, *x.shape[2:], orientation)
+    device = EmulatorDevice()
+    assert_close(kernel_conv.conv(device, x, w, orient, tile=tile), dense.conv(x), dtype)
+    assert_close(kernel_conv.conv(device, g, w, orient, transpose=True, tile=tile), dense.conv_vjp(g, x)[0], dtype)
+
+
+def test_conv_falls_back_to_the_untiled_kernel_when_weights_do_not_fit(rng):
+    """C=4, 3x3 float64: the weights alone are 1152 bytes. Below the default limit the tile
+    shrinks, above it the launch raises the limit, without room the untiled kernel runs."""
+    x, g, w = _inputs(rng, (2, 4, 5, 6, 3, 3), "BL", np.float64)
+    orient = parse_orientation("BL")
+    dense = Dense(w, 5, 6, "BL")
+    for default, optin, want in [(48 * 1024, 48 * 1024, (5, 6)), (2048, 2048, (3, 3)), (1024, 1600, (2, 1)),
+                                 (1024, 1400, None)]:
+        device = EmulatorDevice(max_shared_memory_per_block=default, max_shared_memory_per_block_optin=optin)
+        how = kernel_conv.conv_tile(x.shape, (3, 3), 8, shared_default=default, shared_limit=optin)
+        assert (how and how[:2]) == want
+        assert_close(kernel_conv.conv(device, x, w, orient), dense.conv(x), np.float64)
+        assert_close(kernel_conv.conv(device, g, w, orient, transpose=True), dense.conv_vjp(g, x)[0], np.float64)
+
+
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_strided_inputs(rng, backend):
     """Kernels ignore strides: the primitives make inputs contiguous first."""

@@ -34,6 +34,12 @@ BREAKS = {
     "parameter group off by one": ("const int o_lo = slot0 / row_slots;", "const int o_lo = (slot0 + 1) / row_slots;",
                                    "weight_grad_tiles"),
     "off-by-one tap loop": ("for (int a = 0; a < KH; ++a)", "for (int a = 0; a < KH - 1; ++a)", "conv"),
+    "missing barrier in the tiled conv": ("__syncthreads();                              // weights and tile staged", "",
+                                          "conv_tiles"),
+    "transposed halo off by one": ("hj0 = transpose ? fj0 : fj0 - (KW - 1)", "hj0 = transpose ? fj0 + 1 : fj0 - (KW - 1)",
+                                   "conv_transpose_tiles"),
+    "unmasked anchor in the tiled conv": ("(a == pt && e == pl && c > o)", "(a == pt && e == pl && c > o + 1)",
+                                          "conv_tiles"),
     "off-by-one unwritten output": ("idx < n; idx += ic_grid_stride()", "idx < n - 1; idx += ic_grid_stride()", "conv"),
     "out-of-bounds read": ("if (si < 0 || si >= H) continue;", "if (si < 0 || si > H) continue;", "conv"),
 }
@@ -55,8 +61,12 @@ def _run(device, what, rng):
     x, g = rng.standard_normal((2, 2, 2, 9, 8))
     orient = parse_orientation("BR")
     dense = Dense(w, 9, 8, "BR")
-    if what == "conv":
-        return kernel_conv.conv(device, x, w, orient), dense.conv(x)
+    if what == "conv":   # the untiled kernel (used when the weights do not fit in shared memory)
+        return kernel_conv.conv(device, x, w, orient, tiled=False), dense.conv(x)
+    if what == "conv_tiles":
+        return kernel_conv.conv(device, x, w, orient, tile=(2, 3)), dense.conv(x)
+    if what == "conv_transpose_tiles":
+        return kernel_conv.conv(device, g, w, orient, transpose=True, tile=(4, 1)), dense.conv_vjp(g, x)[0]
     if what == "weight_grad_tiles":   # several tiles per block, tiles inside the halo, parameter groups
         got = kernel_conv.weight_grad(device, g, x, (3, 2), orient, tile=(2, 1), max_threads=5, target_blocks=6)
         return got, dense.conv_vjp(g, x)[1]
@@ -94,10 +104,10 @@ _ASAN_PROBE = textwrap.dedent("""
     old, new = sys.argv[1], sys.argv[2]
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((2, 2, 5, 4)), rng.standard_normal((2, 2, 3, 3))
-    kernel_conv.conv(EmulatorDevice(), x, w, parse_orientation("BR"))
+    kernel_conv.conv(EmulatorDevice(), x, w, parse_orientation("BR"), tiled=False)
     print("clean kernel ok", flush=True)
     broken = EmulatorDevice(transform=lambda family, text: text.replace(old, new, 1))
-    kernel_conv.conv(broken, x, w, parse_orientation("BR"))
+    kernel_conv.conv(broken, x, w, parse_orientation("BR"), tiled=False)
     print("broken kernel ran to the end", flush=True)
 """)
 

@@ -20,7 +20,7 @@ from invconv_cupy.orientation import parse_orientation
 def test_families_and_entry_points_are_discovered():
     assert "conv" in kernel_source.families()
     assert kernel_source.entry_points("conv") == (
-        "conv_apply", "conv_weight_grad_partial", "conv_weight_grad_finish")
+        "conv_apply", "conv_apply_tiled", "conv_weight_grad_partial", "conv_weight_grad_finish")
 
 
 def test_sources_concatenate_instead_of_including_our_headers():

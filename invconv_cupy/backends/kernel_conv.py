@@ -1,6 +1,9 @@
 """The convolution primitives on kernels (``kernels/conv.cu``), for any kernel device.
 
-``conv`` is one launch (a thread per output element). ``weight_grad`` is two
+``conv`` is one launch: ``conv_apply_tiled`` (a block per pixel tile, the tile
+with its halo and all weights staged in shared memory, a thread per pixel
+computing all output channels), or ``conv_apply`` (a thread per output element)
+when the weights do not fit in shared memory. ``weight_grad`` is two
 launches, a deterministic two-stage reduction (no float atomics, so the result
 is bitwise reproducible run to run):
 
@@ -65,18 +68,69 @@ def _elementwise(n):
     return min(_cdiv(n, block), MAX_GRID), block
 
 
-def conv(device, x, w, orient, transpose=False):
-    """``T x`` (or ``T^T x`` when ``transpose``) for the causal convolution ``T``."""
+#: conv_apply_tiled: largest tile (rows, columns); a thread per pixel of the tile
+CONV_MAX_TILE = (16, 16)
+
+
+def conv_tile(shape, kernel_size, itemsize, *, shared_default, shared_limit, tile=None):
+    """``(tile_h, tile_w, shared_bytes)`` of ``conv_apply_tiled``, or None when not even a
+    1x1 tile with all the weights fits in ``shared_limit`` (then ``conv_apply`` runs).
+
+    The largest tile up to :data:`CONV_MAX_TILE` (halving its longer side) that fits
+    ``shared_default`` bytes, else the opt-in ``shared_limit``; ``tile`` forces one (tests).
+    """
+    _, C, H, W = (int(n) for n in shape)
+    KH, KW = (int(n) for n in kernel_size)
+
+    def shared(th, tw):
+        return (C * C * KH * KW + C * (th + KH - 1) * (tw + KW - 1)) * itemsize
+
+    if tile is not None:
+        th, tw = min(int(tile[0]), H), min(int(tile[1]), W)
+        return th, tw, shared(th, tw)
+    if shared(1, 1) > shared_limit:
+        return None
+    budget = shared_default if shared(1, 1) <= shared_default else shared_limit
+    th, tw = min(CONV_MAX_TILE[0], H), min(CONV_MAX_TILE[1], W)
+    while shared(th, tw) > budget and (th > 1 or tw > 1):
+        if tw >= th:
+            tw = _cdiv(tw, 2)
+        else:
+            th = _cdiv(th, 2)
+    return th, tw, shared(th, tw)
+
+
+def conv(device, x, w, orient, transpose=False, *, tile=None, tiled=True):
+    """``T x`` (or ``T^T x`` when ``transpose``) for the causal convolution ``T``.
+
+    ``conv_apply_tiled`` (a block per pixel tile, the tile with its halo and the weights
+    in shared memory) when the weights fit; else ``conv_apply`` (a thread per output
+    element, reads from global memory). ``tile`` forces a tile, ``tiled=False`` the
+    untiled kernel (tests).
+    """
     x, w = contiguous(device, x), contiguous(device, w)
     B, C, H, W = x.shape
     KH, KW = w.shape[2:]
+    y = device.empty(x.shape, x.dtype)
+    flags = (np.int32(orient.flip_h), np.int32(orient.flip_w), np.int32(transpose))
+    how = conv_tile(x.shape, (KH, KW), x.itemsize, shared_default=device.max_shared_memory_per_block,
+                    shared_limit=device.max_shared_memory_per_block_optin, tile=tile) if tiled else None
+    if how is not None:
+        th, tw, shared_bytes = how
+        tiles_h, tiles_w = _cdiv(H, th), _cdiv(W, tw)
+        index = index_type(device, x.size, w.size, B * tiles_h * tiles_w)
+        i = lambda v: index_scalar(index, v)  # noqa: E731
+        threads = min(BLOCK, 32 * _cdiv(th * tw, 32), device.max_threads_per_block)
+        launch(device, FAMILY, "conv_apply_tiled", dtype_name(x), index, (B * tiles_h * tiles_w,), (threads,),
+               (x, w, y, i(B), i(C), i(H), i(W), np.int32(KH), np.int32(KW), *flags,
+                np.int32(th), np.int32(tw), i(tiles_h), i(tiles_w)),
+               shared_mem=shared_bytes)
+        return y
     grid, block = _elementwise(x.size)
     index = index_type(device, x.size + grid * block, w.size)
     i = lambda v: index_scalar(index, v)  # noqa: E731
-    y = device.empty(x.shape, x.dtype)
     launch(device, FAMILY, "conv_apply", dtype_name(x), index, (grid,), (block,),
-           (x, w, y, i(B), i(C), i(H), i(W), np.int32(KH), np.int32(KW),
-            np.int32(orient.flip_h), np.int32(orient.flip_w), np.int32(transpose)))
+           (x, w, y, i(B), i(C), i(H), i(W), np.int32(KH), np.int32(KW), *flags))
     return y
 
 
