@@ -3,7 +3,11 @@
 ``conv`` is one launch: ``conv_apply_tiled`` (a block per pixel tile, the tile
 with its halo and all weights staged in shared memory, a thread per pixel
 computing all output channels), or ``conv_apply`` (a thread per output element)
-when the weights do not fit in shared memory. ``weight_grad`` is two
+when the weights do not fit in shared memory. Global loads, an ESTIMATE (not a
+measurement) for B=100, C=12, 32x32, 3x3, float32: ``conv_apply`` issues
+1,228,800 outputs x 108 taps x 2 loads (x and weight) x 4 B, about 106 MB of load
+requests (mostly L1/L2 hits); ``conv_apply_tiled`` (16x16 tiles, 400 blocks) loads
+400 x (12 x 18 x 18 + 1296) x 4 B, about 8.3 MB, and writes y (4.9 MB) in both. ``weight_grad`` is two
 launches, a deterministic two-stage reduction (no float atomics, so the result
 is bitwise reproducible run to run):
 
