@@ -11,6 +11,8 @@ import pytest
 
 import invconv_cupy as ic
 from conftest import DTYPES, ODD_SHAPES, ORIENTATIONS, assert_close, make_weight
+from invconv_cupy.backends import kernel_conv
+from invconv_cupy.emulator import EmulatorDevice
 from invconv_cupy.orientation import parse_orientation
 from kernel_backends import KERNEL_BACKENDS, to_backend, to_host
 from oracle import Dense
@@ -21,7 +23,8 @@ CHUNKED = (1, 2, 16, 17, 2, 2)
 # larger shapes compared against the NumPy path
 LARGE = {
     "emulate": [CHUNKED],
-    "cupy": [(4, 8, 64, 48, 3, 3), (2, 3, 257, 129, 5, 2), (16, 2, 32, 32, 1, 1)],
+    # C=48: the weight gradient splits its 20,736 parameters into groups (blockIdx.y)
+    "cupy": [(4, 8, 64, 48, 3, 3), (2, 3, 257, 129, 5, 2), (16, 2, 32, 32, 1, 1), (3, 48, 21, 19, 3, 3)],
 }
 
 
@@ -110,6 +113,141 @@ def test_grad_weight_is_bitwise_reproducible(rng, backend):
     runs = [to_host(ic.conv_vjp(gb, xb, wb, "BL", backend=backend)[1]) for _ in range(4)]
     for other in runs[1:]:
         assert other.tobytes() == runs[0].tobytes()
+
+
+# The weight gradient's tiling (kernel_conv.weight_grad_plan) forced small on the
+# emulator: (B, C, H, W, KH, KW), forced (tile, max_threads, target_blocks), and
+# what the plan must then look like.
+TILINGS = {
+    # 4 x 3 tiles per image, 36 items over 5 blocks: each block loops over items
+    "several tiles per block": ((3, 2, 7, 9, 3, 2), dict(tile=(2, 4), target_blocks=5)),
+    # 1x1 and 1x2 tiles: the 3x3 halo spans several neighbouring tiles
+    "tiles inside the halo": ((2, 2, 4, 5, 3, 3), dict(tile=(1, 2))),
+    "1x1 tiles": ((1, 3, 3, 4, 3, 3), dict(tile=(1, 1), target_blocks=4)),
+    # C=5, 2x2: 5 rows of 5 thread slots; 8 (or 7) threads per block cut rows apart
+    "parameter groups": ((2, 5, 5, 6, 2, 2), dict(max_threads=8, tile=(2, 3), target_blocks=12)),
+    "groups across rows": ((1, 5, 4, 3, 2, 3), dict(max_threads=7, tile=(3, 2))),
+    # tile edges past the image: 5x7 in 4x4 tiles
+    "partial tiles": ((2, 3, 5, 7, 2, 2), dict(tile=(4, 4))),
+}
+
+
+def _tiled_plan(shape, options, itemsize=8, device=None):
+    device = device or EmulatorDevice()
+    B, C, H, W, KH, KW = shape
+    return kernel_conv.weight_grad_plan(
+        (B, C, H, W), (KH, KW), itemsize, shared_default=device.max_shared_memory_per_block,
+        shared_limit=device.max_shared_memory_per_block_optin,
+        max_threads=options.get("max_threads", kernel_conv.WG_MAX_THREADS), tile=options.get("tile"),
+        target_blocks=options.get("target_blocks", kernel_conv.TARGET_BLOCKS))
+
+
+def test_forced_tilings_have_the_structure_they_claim():
+    """The cases below really have several tiles per block, groups, tiles smaller than the halo."""
+    plans = {name: _tiled_plan(shape, options) for name, (shape, options) in TILINGS.items()}
+    several = plans["several tiles per block"]
+    assert several.items == 12 and several.blocks == 5
+    assert plans["tiles inside the halo"].tile_h < 2 and plans["1x1 tiles"].items == 12
+    for name in ("parameter groups", "groups across rows"):
+        assert plans[name].groups > 1 and plans[name].g_channels > 1
+    assert plans["groups across rows"].threads % plans["groups across rows"].row_slots != 0
+    assert plans["partial tiles"].items == 4
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+@pytest.mark.parametrize("case", list(TILINGS))
+def test_weight_grad_tilings_match_dense_oracle(rng, case, orientation):
+    shape, options = TILINGS[case]
+    dtype = np.float32 if orientation in ("TR", "BL") else np.float64
+    x, g, w = _inputs(rng, shape, orientation, dtype)
+    orient = parse_orientation(orientation)
+    got = kernel_conv.weight_grad(EmulatorDevice(), g, x, w.shape[2:], orient, scale=-0.5, **options)
+    want = -0.5 * Dense(w, *x.shape[2:], orientation).conv_vjp(g, x)[1]
+    assert got.dtype == dtype
+    assert_close(got, want, dtype)
+    a, e = orient.anchor(*w.shape[2:])
+    assert np.all(np.triu(got[:, :, a, e], 1) == 0)
+
+
+def test_weight_grad_tile_follows_shared_memory_limits(rng):
+    """The tile shrinks to fit the default shared memory; when even a 1x1 tile does not,
+    the launch raises the function's limit up to the opt-in limit; beyond it, ValueError."""
+    shape = (2, 4, 6, 7, 3, 3)
+    x, g, w = _inputs(rng, shape, "TR", np.float64)
+    orient = parse_orientation("TR")
+    want = Dense(w, 6, 7, "TR").conv_vjp(g, x)[1]
+    # 1x1 tile: (4 + 4*9) * 8 = 320 bytes; the whole image: (4*42 + 4*8*9) * 8 = 3648 bytes
+    for default, optin, tile in [(48 * 1024, 48 * 1024, (6, 7)), (1024, 1024, (3, 2)), (256, 320, (1, 1))]:
+        device = EmulatorDevice(max_shared_memory_per_block=default, max_shared_memory_per_block_optin=optin)
+        how = _tiled_plan(shape, {}, device=device)
+        assert (how.tile_h, how.tile_w) == tile and how.shared_bytes <= optin
+        assert_close(kernel_conv.weight_grad(device, g, x, (3, 3), orient), want, np.float64)
+    fn = device.function("conv", "conv_weight_grad_partial", "float64", "int32")
+    assert fn.max_dynamic_shared_size_bytes == 320
+    with pytest.raises(ValueError, match="even for a 1x1 tile"):
+        kernel_conv.weight_grad(EmulatorDevice(max_shared_memory_per_block=256, max_shared_memory_per_block_optin=300),
+                                g, x, (3, 3), orient)
+
+
+def test_weight_grad_plan_for_the_headline_and_many_channels():
+    """B=100, C=12, 32x32, 3x3 float32: one group, no opt-in; C=48: groups, bounded partials."""
+    headline = _tiled_plan((100, 12, 32, 32, 3, 3), {}, itemsize=4)
+    assert (headline.groups, headline.tile_h, headline.tile_w, headline.blocks) == (1, 16, 16, 400)
+    assert headline.shared_bytes == 27840 <= 48 * 1024
+    for C in (48, 256):
+        wide = _tiled_plan((100, C, 32, 32, 3, 3), {}, itemsize=4)
+        assert wide.groups > 1 and wide.threads <= kernel_conv.WG_MAX_THREADS
+        assert wide.blocks * C * C * 9 <= max(kernel_conv.MAX_PARTIAL, C * C * 9)
+        assert wide.blocks * wide.groups <= kernel_conv.TARGET_BLOCKS
+
+
+def test_tiled_weight_grad_is_bitwise_reproducible(rng):
+    """Several blocks, several items per block and parameter groups: the emulator shuffles
+    the block order on every launch, the results agree bit for bit."""
+    x, g, w = _inputs(rng, (3, 5, 6, 7, 2, 3), "BR", np.float32)
+    orient = parse_orientation("BR")
+    device = EmulatorDevice()
+    runs = [kernel_conv.weight_grad(device, g, x, (2, 3), orient, max_threads=16, tile=(2, 3), target_blocks=9)
+            for _ in range(4)]
+    for other in runs[1:]:
+        assert other.tobytes() == runs[0].tobytes()
+
+
+# conv_apply_tiled with forced tiles: (B, C, H, W, KH, KW), tile
+CONV_TILINGS = {
+    "tiles inside the halo": ((2, 2, 5, 4, 3, 3), (1, 2)),
+    "partial tiles": ((1, 3, 7, 5, 2, 3), (3, 2)),
+    "1x1 tiles": ((2, 2, 3, 3, 2, 2), (1, 1)),
+}
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+@pytest.mark.parametrize("case", list(CONV_TILINGS))
+def test_conv_tilings_match_dense_oracle(rng, case, orientation):
+    """T x and T^T g through conv_apply_tiled with tiles smaller than the image and the halo."""
+    shape, tile = CONV_TILINGS[case]
+    dtype = np.float32 if orientation in ("TL", "BR") else np.float64
+    x, g, w = _inputs(rng, shape, orientation, dtype)
+    orient = parse_orientation(orientation)
+    dense = Dense(w, *x.shape[2:], orientation)
+    device = EmulatorDevice()
+    assert_close(kernel_conv.conv(device, x, w, orient, tile=tile), dense.conv(x), dtype)
+    assert_close(kernel_conv.conv(device, g, w, orient, transpose=True, tile=tile), dense.conv_vjp(g, x)[0], dtype)
+
+
+def test_conv_falls_back_to_the_untiled_kernel_when_weights_do_not_fit(rng):
+    """C=4, 3x3 float64: the weights alone are 1152 bytes. Below the default limit the tile
+    shrinks, above it the launch raises the limit, without room the untiled kernel runs."""
+    x, g, w = _inputs(rng, (2, 4, 5, 6, 3, 3), "BL", np.float64)
+    orient = parse_orientation("BL")
+    dense = Dense(w, 5, 6, "BL")
+    for default, optin, want in [(48 * 1024, 48 * 1024, (5, 6)), (2048, 2048, (3, 3)), (1024, 1600, (2, 1)),
+                                 (1024, 1400, None)]:
+        device = EmulatorDevice(max_shared_memory_per_block=default, max_shared_memory_per_block_optin=optin)
+        how = kernel_conv.conv_tile(x.shape, (3, 3), 8, shared_default=default, shared_limit=optin)
+        assert (how and how[:2]) == want
+        assert_close(kernel_conv.conv(device, x, w, orient), dense.conv(x), np.float64)
+        assert_close(kernel_conv.conv(device, g, w, orient, transpose=True), dense.conv_vjp(g, x)[0], np.float64)
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)

@@ -23,11 +23,23 @@ from oracle import Dense
 
 # name -> (exact text in kernels/conv.cu, its broken replacement, what to run)
 BREAKS = {
-    "missing barrier": ("sums[t] = acc;\n    __syncthreads();", "sums[t] = acc;", "weight_grad"),
+    "missing barrier": ("__syncthreads();                          // the item is staged", "", "weight_grad"),
+    "missing barrier before restaging": (
+        "__syncthreads();                          // every thread is done with the previous item", "",
+        "weight_grad_tiles"),
     "missing barrier in the tree": (
-        "if (t < half) sums[t] += sums[t + half];\n        __syncthreads();",
-        "if (t < half) sums[t] += sums[t + half];", "weight_grad"),
+        "if (threadIdx.y < half) sums[t] += sums[t + half * blockDim.x];\n        __syncthreads();",
+        "if (threadIdx.y < half) sums[t] += sums[t + half * blockDim.x];", "weight_grad_lanes"),
+    "halo off by one": ("fj0 + r % halo_w - (KW - 1)", "fj0 + r % halo_w - (KW - 2)", "weight_grad_tiles"),
+    "parameter group off by one": ("const int o_lo = slot0 / row_slots;", "const int o_lo = (slot0 + 1) / row_slots;",
+                                   "weight_grad_tiles"),
     "off-by-one tap loop": ("for (int a = 0; a < KH; ++a)", "for (int a = 0; a < KH - 1; ++a)", "conv"),
+    "missing barrier in the tiled conv": ("__syncthreads();                              // weights and tile staged", "",
+                                          "conv_tiles"),
+    "transposed halo off by one": ("hj0 = transpose ? fj0 : fj0 - (KW - 1)", "hj0 = transpose ? fj0 + 1 : fj0 - (KW - 1)",
+                                   "conv_transpose_tiles"),
+    "unmasked anchor in the tiled conv": ("(a == pt && e == pl && c > o)", "(a == pt && e == pl && c > o + 1)",
+                                          "conv_tiles"),
     "off-by-one unwritten output": ("idx < n; idx += ic_grid_stride()", "idx < n - 1; idx += ic_grid_stride()", "conv"),
     "out-of-bounds read": ("if (si < 0 || si >= H) continue;", "if (si < 0 || si > H) continue;", "conv"),
 }
@@ -49,8 +61,17 @@ def _run(device, what, rng):
     x, g = rng.standard_normal((2, 2, 2, 9, 8))
     orient = parse_orientation("BR")
     dense = Dense(w, 9, 8, "BR")
-    if what == "conv":
-        return kernel_conv.conv(device, x, w, orient), dense.conv(x)
+    if what == "conv":   # the untiled kernel (used when the weights do not fit in shared memory)
+        return kernel_conv.conv(device, x, w, orient, tiled=False), dense.conv(x)
+    if what == "conv_tiles":
+        return kernel_conv.conv(device, x, w, orient, tile=(2, 3)), dense.conv(x)
+    if what == "conv_transpose_tiles":
+        return kernel_conv.conv(device, g, w, orient, transpose=True, tile=(4, 1)), dense.conv_vjp(g, x)[0]
+    if what == "weight_grad_tiles":   # several tiles per block, tiles inside the halo, parameter groups
+        got = kernel_conv.weight_grad(device, g, x, (3, 2), orient, tile=(2, 1), max_threads=5, target_blocks=6)
+        return got, dense.conv_vjp(g, x)[1]
+    if what == "weight_grad_lanes":   # 1x1 tiles: 144 stage-1 blocks, 8 lanes of 32 parameters in stage 2
+        return kernel_conv.weight_grad(device, g, x, (3, 2), orient, tile=(1, 1)), dense.conv_vjp(g, x)[1]
     return kernel_conv.weight_grad(device, g, x, (3, 2), orient), dense.conv_vjp(g, x)[1]
 
 
@@ -83,10 +104,10 @@ _ASAN_PROBE = textwrap.dedent("""
     old, new = sys.argv[1], sys.argv[2]
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((2, 2, 5, 4)), rng.standard_normal((2, 2, 3, 3))
-    kernel_conv.conv(EmulatorDevice(), x, w, parse_orientation("BR"))
+    kernel_conv.conv(EmulatorDevice(), x, w, parse_orientation("BR"), tiled=False)
     print("clean kernel ok", flush=True)
     broken = EmulatorDevice(transform=lambda family, text: text.replace(old, new, 1))
-    kernel_conv.conv(broken, x, w, parse_orientation("BR"))
+    kernel_conv.conv(broken, x, w, parse_orientation("BR"), tiled=False)
     print("broken kernel ran to the end", flush=True)
 """)
 

@@ -20,7 +20,7 @@ from invconv_cupy.orientation import parse_orientation
 def test_families_and_entry_points_are_discovered():
     assert "conv" in kernel_source.families()
     assert kernel_source.entry_points("conv") == (
-        "conv_apply", "conv_weight_grad_partial", "conv_weight_grad_finish")
+        "conv_apply", "conv_apply_tiled", "conv_weight_grad_partial", "conv_weight_grad_finish")
 
 
 def test_sources_concatenate_instead_of_including_our_headers():
@@ -128,17 +128,19 @@ def test_arguments_must_match_the_kernel_parameters(tiny):
 
 
 def test_primitive_raises_its_shared_memory_limit_or_fails_clearly(rng):
-    """weight_grad needs blockDim * itemsize bytes of shared memory: above the default
-    limit it raises the function's limit (as on a GPU); above the opt-in limit it fails."""
+    """weight_grad with a forced 16x16 tile needs (256 + 256) * itemsize bytes of shared
+    memory: above the default limit it raises the function's limit (as on a GPU); above
+    the opt-in limit it fails."""
     g = rng.standard_normal((1, 1, 16, 16))
     orient = parse_orientation("TL")
     small = EmulatorDevice(max_shared_memory_per_block=1024)
     want = kernel_conv.weight_grad(EmulatorDevice(), g, g, (1, 1), orient)
-    np.testing.assert_allclose(kernel_conv.weight_grad(small, g, g, (1, 1), orient), want, rtol=1e-12)
-    assert small.function("conv", "conv_weight_grad_partial", "float64", "int32").max_dynamic_shared_size_bytes == 2048
+    np.testing.assert_allclose(kernel_conv.weight_grad(small, g, g, (1, 1), orient, tile=(16, 16)), want,
+                               rtol=1e-12)
+    assert small.function("conv", "conv_weight_grad_partial", "float64", "int32").max_dynamic_shared_size_bytes == 4096
     tiny_device = EmulatorDevice(max_shared_memory_per_block=1024, max_shared_memory_per_block_optin=1024)
-    with pytest.raises(ValueError, match="conv.conv_weight_grad_partial needs 2048 bytes of shared memory"):
-        kernel_conv.weight_grad(tiny_device, g, g, (1, 1), orient)
+    with pytest.raises(ValueError, match="conv.conv_weight_grad_partial needs 4096 bytes of shared memory"):
+        kernel_conv.weight_grad(tiny_device, g, g, (1, 1), orient, tile=(16, 16))
 
 
 def test_index_type_follows_sizes():
