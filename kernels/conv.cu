@@ -57,6 +57,26 @@ extern "C" __global__ void conv_apply(
 // and each thread computes all C output channels of its pixels:
 //     y[b, u, pixel] = sum_v sum_(hr, hc) sw[u, v, hr, hc] * sx[v, pixel + (hr, hc)]
 // shared_mem = (C*C*KH*KW + C*(tile_h+KH-1)*(tile_w+KW-1)) * sizeof(ic_real).
+// Stage channels [0, nc) of the frame window whose top-left pixel is (hi0, hj0),
+// halo_px pixels in rows of halo_w, into sx; zero outside the image. Frame pixel
+// (fi, fj) is the physical pixel (flip_h ? H-1-fi : fi, flip_w ? W-1-fj : fj).
+__device__ void ic_conv_stage_halo(const ic_real* __restrict__ xb, ic_real* sx, int nc,
+                                   ic_index hi0, ic_index hj0, int halo_w, int halo_px,
+                                   ic_index H, ic_index W, int flip_h, int flip_w)
+{
+    const ic_index hw = H * W;
+    for (int s = threadIdx.x; s < nc * halo_px; s += blockDim.x) {
+        const int ch = s / halo_px, r = s % halo_px;
+        const ic_index fi = hi0 + r / halo_w, fj = hj0 + r % halo_w;
+        ic_real v = 0;
+        if (fi >= 0 && fi < H && fj >= 0 && fj < W) {
+            const ic_index i = flip_h ? H - 1 - fi : fi, j = flip_w ? W - 1 - fj : fj;
+            v = xb[ch * hw + i * W + j];
+        }
+        sx[s] = v;
+    }
+}
+
 extern "C" __global__ void conv_apply_tiled(
     const ic_real* __restrict__ x, const ic_real* __restrict__ w, ic_real* __restrict__ y,
     ic_index B, ic_index C, ic_index H, ic_index W, int KH, int KW,
@@ -85,16 +105,7 @@ extern "C" __global__ void conv_apply_tiled(
     const ic_index hi0 = transpose ? fi0 : fi0 - (KH - 1), hj0 = transpose ? fj0 : fj0 - (KW - 1);
     const ic_index hw = H * W;
     const ic_real* xb = x + b * C * hw;
-    for (int s = threadIdx.x; s < nc * halo_px; s += blockDim.x) {
-        const int ch = s / halo_px, r = s % halo_px;
-        const ic_index fi = hi0 + r / halo_w, fj = hj0 + r % halo_w;
-        ic_real v = 0;
-        if (fi >= 0 && fi < H && fj >= 0 && fj < W) {
-            const ic_index i = flip_h ? H - 1 - fi : fi, j = flip_w ? W - 1 - fj : fj;
-            v = xb[ch * hw + i * W + j];
-        }
-        sx[s] = v;
-    }
+    ic_conv_stage_halo(xb, sx, nc, hi0, hj0, halo_w, halo_px, H, W, flip_h, flip_w);
     __syncthreads();                              // weights and tile staged
     ic_real* yb = y + b * C * hw;
     for (int px = threadIdx.x; px < tile_px; px += blockDim.x) {
@@ -199,16 +210,7 @@ extern "C" __global__ void conv_weight_grad_partial(
             sg[s] = v;
         }
         const ic_real* xb = x + b * C * hw;
-        for (int s = threadIdx.x; s < nc * halo_px; s += blockDim.x) {
-            const int ch = s / halo_px, r = s % halo_px;
-            const ic_index fi = fi0 + r / halo_w - (KH - 1), fj = fj0 + r % halo_w - (KW - 1);
-            ic_real v = 0;
-            if (fi >= 0 && fi < H && fj >= 0 && fj < W) {
-                const ic_index i = flip_h ? H - 1 - fi : fi, j = flip_w ? W - 1 - fj : fj;
-                v = xb[ch * hw + i * W + j];
-            }
-            sx[s] = v;
-        }
+        ic_conv_stage_halo(xb, sx, nc, fi0 - (KH - 1), fj0 - (KW - 1), halo_w, halo_px, H, W, flip_h, flip_w);
         __syncthreads();                          // the item is staged
         if (active) {
             const int rows = (int)min((ic_index)tile_h, H - fi0);   // pixels of the tile inside the image

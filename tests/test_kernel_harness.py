@@ -30,7 +30,7 @@ BREAKS = {
     "missing barrier in the tree": (
         "if (threadIdx.y < half) sums[t] += sums[t + half * blockDim.x];\n        __syncthreads();",
         "if (threadIdx.y < half) sums[t] += sums[t + half * blockDim.x];", "weight_grad_lanes"),
-    "halo off by one": ("fj0 + r % halo_w - (KW - 1)", "fj0 + r % halo_w - (KW - 2)", "weight_grad_tiles"),
+    "halo off by one": ("fj0 - (KW - 1), halo_w", "fj0 - (KW - 2), halo_w", "weight_grad_tiles"),
     "parameter group off by one": ("const int o_lo = slot0 / row_slots;", "const int o_lo = (slot0 + 1) / row_slots;",
                                    "weight_grad_tiles"),
     "off-by-one tap loop": ("for (int a = 0; a < KH; ++a)", "for (int a = 0; a < KH - 1; ++a)", "conv"),

@@ -76,6 +76,19 @@ def _elementwise(n):
 CONV_MAX_TILE = (16, 16)
 
 
+def _fit_tile(shared, max_tile, H, W, shared_default, shared_limit):
+    """The largest tile up to ``max_tile`` (halving its longer side) whose ``shared(th, tw)``
+    bytes fit ``shared_default``, or ``shared_limit`` when not even a 1x1 tile fits the default."""
+    budget = shared_default if shared(1, 1) <= shared_default else shared_limit
+    th, tw = min(max_tile[0], H), min(max_tile[1], W)
+    while shared(th, tw) > budget and (th > 1 or tw > 1):
+        if tw >= th:
+            tw = _cdiv(tw, 2)
+        else:
+            th = _cdiv(th, 2)
+    return th, tw
+
+
 def conv_tile(shape, kernel_size, itemsize, *, shared_default, shared_limit, tile=None):
     """``(tile_h, tile_w, shared_bytes)`` of ``conv_apply_tiled``, or None when not even a
     1x1 tile with all the weights fits in ``shared_limit`` (then ``conv_apply`` runs).
@@ -94,13 +107,7 @@ def conv_tile(shape, kernel_size, itemsize, *, shared_default, shared_limit, til
         return th, tw, shared(th, tw)
     if shared(1, 1) > shared_limit:
         return None
-    budget = shared_default if shared(1, 1) <= shared_default else shared_limit
-    th, tw = min(CONV_MAX_TILE[0], H), min(CONV_MAX_TILE[1], W)
-    while shared(th, tw) > budget and (th > 1 or tw > 1):
-        if tw >= th:
-            tw = _cdiv(tw, 2)
-        else:
-            th = _cdiv(th, 2)
+    th, tw = _fit_tile(shared, CONV_MAX_TILE, H, W, shared_default, shared_limit)
     return th, tw, shared(th, tw)
 
 
@@ -190,13 +197,7 @@ def weight_grad_plan(shape, kernel_size, itemsize, *, shared_default, shared_lim
     if tile is not None:
         th, tw = min(int(tile[0]), H), min(int(tile[1]), W)
     else:
-        budget = shared_default if shared(1, 1) <= shared_default else shared_limit
-        th, tw = min(WG_MAX_TILE[0], H), min(WG_MAX_TILE[1], W)
-        while shared(th, tw) > budget and (th > 1 or tw > 1):
-            if tw >= th:
-                tw = _cdiv(tw, 2)
-            else:
-                th = _cdiv(th, 2)
+        th, tw = _fit_tile(shared, WG_MAX_TILE, H, W, shared_default, shared_limit)
         if shared(th, tw) > shared_limit:
             raise ValueError(
                 f"weight gradient of {C} channels with a {KH}x{KW} kernel needs {shared(1, 1)} bytes of shared "
