@@ -1,8 +1,9 @@
 """Deblurring benchmark: our methods against scikit-image's on its bundled pictures.
 
-Pictures (scikit-image's wheel, no download; grey, averaged down so the longer side
-is at most 256) x PSFs (a Gaussian, a decaying causal motion blur, a one-quadrant
-Gaussian) x white noise (0.001, 0.005, 0.02), in two settings:
+Pictures (scikit-image's wheel, no download; grey, averaged down by an integer
+factor to about ``SIDE`` x ``SIDE`` pixels' worth) x PSFs (a Gaussian, a decaying
+causal motion blur, a one-quadrant Gaussian) x white noise (0.001, 0.005, 0.02),
+in two settings:
 
 - ``zero``: the picture blurred with zero padding (``convolve2d(mode="same")``),
   the synthetic model;
@@ -51,7 +52,7 @@ QUICK_PICTURES = ("camera", "coins")
 NOISES = (0.001, 0.005, 0.02)
 SETTINGS = ("zero", "crop")
 MARGIN = 16
-MAX_SIDE = 128
+SIDE = 128
 SEED = 0
 RL_ITERATIONS = 30
 WIENER_BALANCE = 0.1
@@ -68,7 +69,7 @@ METHODS = (
 
 
 def picture(name: str) -> np.ndarray:
-    """A bundled picture as grey float64 in [0, 1], averaged down by an integer factor to at most ``MAX_SIDE``."""
+    """A bundled picture as grey float64 in [0, 1], averaged down by an integer factor to about ``SIDE**2`` pixels."""
     from skimage import color, data
 
     image = getattr(data, name)()
@@ -77,7 +78,7 @@ def picture(name: str) -> np.ndarray:
     image = image.astype(np.float64)
     if image.max() > 1:
         image /= 255.0
-    factor = math.ceil(max(image.shape) / MAX_SIDE)
+    factor = max(1, round(math.sqrt(image.size) / SIDE))
     h, w = (s // factor * factor for s in image.shape)
     return image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
 

@@ -118,15 +118,17 @@ def _fitted_mask(shape: tuple[int, int], size: int, orientation: str) -> np.ndar
     return mask
 
 
-def _gain_weights(shape: tuple[int, int], orientation: str) -> np.ndarray:
-    """Weights that turn the squared impulse response (impulse at ``orientation``'s corner) into the mean per-pixel noise gain.
+def _gain_weights(shape: tuple[int, int], grid: tuple[int, int], orientation: str) -> np.ndarray:
+    """Weights that turn the squared impulse response into the mean per-pixel noise gain on an image of ``shape``.
 
-    The response at offset ``(di, dj)`` reaches ``(h - di) * (w - dj)`` of the ``h * w`` pixels.
+    The response (impulse at ``orientation``'s corner of a ``grid`` no larger than
+    ``shape``) at offset ``(di, dj)`` reaches ``(h - di) * (w - dj)`` of the ``h * w`` pixels.
     """
     h, w = shape
-    rows = np.arange(h, 0, -1) if orientation[0] != "B" else np.arange(1, h + 1)
-    cols = np.arange(w, 0, -1) if orientation[1] != "R" else np.arange(1, w + 1)
-    return np.outer(rows, cols) / (h * w)
+    rows = h - np.arange(grid[0])
+    cols = w - np.arange(grid[1])
+    weights = np.outer(rows, cols) / (h * w)
+    return weights[:: -1 if orientation[0] == "B" else 1, :: -1 if orientation[1] == "R" else 1]
 
 
 def fit_kernel(
@@ -168,8 +170,10 @@ def fit_kernel(
     window_shape = x_true.shape[-2:]
     mask = compute.to_device(_fitted_mask(window_shape, size, orientation))
     count = float(mask.sum()) * x_true.shape[0]
-    gain_weights = compute.to_device(_gain_weights(window_shape, orientation))
-    impulse = xp.zeros((1, 1) + window_shape)
+    # The penalty's response is computed near the impulse only: enough to see an inverse that does not decay.
+    grid = tuple(min(n, max(MIN_WINDOW, WINDOW_PER_TAP * size)) for n in window_shape)
+    gain_weights = compute.to_device(_gain_weights(window_shape, grid, orientation))
+    impulse = xp.zeros((1, 1) + grid)
     corner = tuple(-1 if flip else 0 for flip in (orientation[0] == "B", orientation[1] == "R"))
     impulse[(0, 0) + corner] = 1.0
     anchor = ic.anchor_index(orientation, size)
