@@ -20,10 +20,11 @@ PROG = "invconv-deblur"
 _PSF_HELP = """\
 PSF convention (as scikit-image's restoration functions):
   blurred = scipy.signal.convolve2d(sharp, psf, mode="same")
-a true convolution, the PSF centred at (kh//2, kw//2) (odd height and width),
-zero boundary. A PSF whose nonzero entries lie in one quadrant around its
-centre, with a nonzero centre, is a causal convolution and can be inverted
-exactly; 'fit' writes kernels in this convention.
+a true convolution, the PSF centred at (kh//2, kw//2) (odd height and width);
+for what lies beyond the image, see apply's --boundary. A PSF whose nonzero
+entries lie in one quadrant around its centre, with a nonzero centre, is a
+causal convolution and can be inverted exactly; 'fit' writes kernels in this
+convention.
 """
 
 
