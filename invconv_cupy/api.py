@@ -128,7 +128,7 @@ def conv(x, weight, orientation="TL", *, backend=None):
     return export_array(y, x)
 
 
-def solve(y, weight, orientation="TL", *, backend=None, check=True):
+def solve(y, weight, orientation="TL", *, backend=None, check=True, transpose=False):
     """Inverse of the causal convolution: ``x = T^-1 y``, so ``conv(x, weight) == y``.
 
     Parameters
@@ -141,6 +141,9 @@ def solve(y, weight, orientation="TL", *, backend=None, check=True):
         Raise ``ValueError`` when an anchor diagonal entry is zero. On a GPU this
         costs one small device-to-host read; ``check=False`` skips it (a zero then
         gives inf/nan instead of an error).
+    transpose : bool
+        Solve the transposed system instead: ``x = T^-T y`` (from the opposite
+        corner; the first half of :func:`solve_vjp`).
 
     Returns
     -------
@@ -150,7 +153,7 @@ def solve(y, weight, orientation="TL", *, backend=None, check=True):
     with _on_device(device):
         if check:
             _check_anchor(be.xp, w, orient)
-        x = be.xp.zeros(ya.shape, ya.dtype) if ya.size == 0 else be.solve(ya, w, orient)
+        x = be.xp.zeros(ya.shape, ya.dtype) if ya.size == 0 else be.solve(ya, w, orient, transpose=bool(transpose))
     return export_array(x, y)
 
 
