@@ -1,0 +1,58 @@
+"""The convolution family on torch's own convolutions (oneDNN on the CPU, cuDNN on CUDA).
+
+A causal convolution is ``conv2d`` of the input zero-padded towards the
+orientation's corner, with the anchor tap's upper triangle masked out
+(SPEC.md); its transpose is ``conv2d`` of the gradient padded towards the
+opposite corner with the flipped, channel-transposed weight; its weight
+gradient is torch's weight-gradient path (``torch.nn.grad.conv2d_weight``) on
+the padded input. Everything here is plain torch, so autograd, ``vmap`` and
+``torch.compile`` see through it.
+
+On CUDA, float32 convolutions follow torch's cuDNN TF32 setting
+(``torch.backends.cudnn.allow_tf32``) exactly as ``nn.Conv2d`` does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from invconv_cupy.orientation import parse_orientation
+
+
+def causal_padding(orientation: str, kh: int, kw: int) -> tuple[int, int, int, int]:
+    """``(left, right, top, bottom)`` zero padding that makes ``conv2d`` causal towards ``orientation``'s corner."""
+    orient = parse_orientation(orientation)
+    left, right = (0, kw - 1) if orient.flip_w else (kw - 1, 0)
+    top, bottom = (0, kh - 1) if orient.flip_h else (kh - 1, 0)
+    return left, right, top, bottom
+
+
+def masked_weight(weight: Tensor, orientation: str = "TL") -> Tensor:
+    """A copy of ``weight`` with the anchor tap's entries above the diagonal zeroed (differentiable)."""
+    a, e = parse_orientation(orientation).anchor(*weight.shape[-2:])
+    masked = weight.clone()
+    masked[..., a, e] = weight[..., a, e].tril()
+    return masked
+
+
+def conv(x: Tensor, weight: Tensor, orientation: str = "TL") -> Tensor:
+    """``T x``: the causal convolution, C-contiguous."""
+    padding = causal_padding(orientation, *weight.shape[-2:])
+    return F.conv2d(F.pad(x, padding), masked_weight(weight, orientation)).contiguous()
+
+
+def conv_transpose(grad: Tensor, weight: Tensor, orientation: str = "TL") -> Tensor:
+    """``T^T grad``: correlation towards the opposite corner with the flipped, channel-transposed weight."""
+    left, right, top, bottom = causal_padding(orientation, *weight.shape[-2:])
+    adjoint = masked_weight(weight, orientation).flip(-2, -1).transpose(0, 1)
+    return F.conv2d(F.pad(grad, (right, left, bottom, top)), adjoint).contiguous()
+
+
+def weight_grad(grad: Tensor, x: Tensor, kernel_size: tuple[int, int], orientation: str = "TL") -> Tensor:
+    """The gradient of ``<grad, T x>`` in the weight, with the masked anchor entries zero."""
+    channels = x.shape[1]
+    padded = F.pad(x, causal_padding(orientation, *kernel_size))
+    gw = torch.nn.grad.conv2d_weight(padded, (channels, channels, *kernel_size), grad)
+    return masked_weight(gw, orientation).contiguous()
