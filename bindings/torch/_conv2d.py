@@ -29,12 +29,16 @@ def causal_padding(orientation: str, kh: int, kw: int) -> tuple[int, int, int, i
     return left, right, top, bottom
 
 
+def _mask_anchor_(weight: Tensor, orientation: str) -> Tensor:
+    """Zero the anchor tap's entries above the diagonal of ``weight`` (..., C, C, KH, KW), in place."""
+    a, e = parse_orientation(orientation).anchor(*weight.shape[-2:])
+    weight.select(-2, a).select(-1, e).tril_()
+    return weight
+
+
 def masked_weight(weight: Tensor, orientation: str = "TL") -> Tensor:
     """A copy of ``weight`` with the anchor tap's entries above the diagonal zeroed (differentiable)."""
-    a, e = parse_orientation(orientation).anchor(*weight.shape[-2:])
-    masked = weight.clone()
-    masked[..., a, e] = weight[..., a, e].tril()
-    return masked
+    return _mask_anchor_(weight.clone(), orientation)
 
 
 def conv(x: Tensor, weight: Tensor, orientation: str = "TL") -> Tensor:
@@ -55,4 +59,4 @@ def weight_grad(grad: Tensor, x: Tensor, kernel_size: tuple[int, int], orientati
     channels = x.shape[1]
     padded = F.pad(x, causal_padding(orientation, *kernel_size))
     gw = torch.nn.grad.conv2d_weight(padded, (channels, channels, *kernel_size), grad)
-    return masked_weight(gw, orientation).contiguous()
+    return _mask_anchor_(gw.contiguous(), orientation)

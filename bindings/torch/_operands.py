@@ -39,34 +39,35 @@ def _check_tensor(name: str, t) -> None:
         raise TypeError(f"{name} must be float32 or float64, got {t.dtype}" + (hint if t.is_floating_point() else ""))
 
 
-def check_operands(orientation: str, weight: Tensor, **images: Tensor) -> None:
+def check_operands(orientation: str, weight: Tensor, name: str, image: Tensor, *others: tuple[str, Tensor]) -> None:
     """Raise ``TypeError``/``ValueError`` naming the argument unless the operands fit one call.
 
-    ``images`` are the image-shaped arguments by name (``x=...``, ``grad_y=...``);
-    the first one sets the shape, dtype and device the others must share.
+    ``image`` (called ``name``) sets the shape, dtype and device that ``weight``
+    and the other image-shaped ``(name, tensor)`` pairs in ``others`` must fit.
     """
     parse_orientation(orientation)
-    (first, image), *others = images.items()
-    for name, t in (*images.items(), ("weight", weight)):
-        _check_tensor(name, t)
-    if image.dim() != 4:
-        raise ValueError(f"{first} must have 4 dimensions (B, C, H, W), got shape {tuple(image.shape)}")
-    if min(image.shape[1:]) < 1:
-        raise ValueError(f"{first} must have at least one channel, row and column, got shape {tuple(image.shape)}")
-    channels = image.shape[1]
-    if weight.dim() != 4 or tuple(weight.shape[:2]) != (channels, channels):
+    _check_tensor(name, image)
+    _check_tensor("weight", weight)
+    shape = image.shape
+    if len(shape) != 4:
+        raise ValueError(f"{name} must have 4 dimensions (B, C, H, W), got shape {tuple(shape)}")
+    if min(shape[1:]) < 1:
+        raise ValueError(f"{name} must have at least one channel, row and column, got shape {tuple(shape)}")
+    channels = shape[1]
+    if weight.dim() != 4 or weight.shape[:2] != (channels, channels):
         raise ValueError(
             f"weight must have shape (C, C, KH, KW) with C = {channels} from the image, got {tuple(weight.shape)}"
         )
     if min(weight.shape[2:]) < 1:
         raise ValueError(f"weight's kernel height and width must be at least 1, got {tuple(weight.shape)}")
-    for name, t in (*others, ("weight", weight)):
-        if t.dtype != image.dtype:
+    for other_name, other in others:
+        _check_tensor(other_name, other)
+        if other.shape != shape:
+            raise ValueError(f"{other_name} must have the shape of {name} {tuple(shape)}, got {tuple(other.shape)}")
+    for other_name, other in (("weight", weight), *others):
+        if other.dtype != image.dtype:
             raise TypeError(
-                f"{first} and {name} must share one dtype, float32 or float64, got {image.dtype} and {t.dtype}"
+                f"{name} and {other_name} must share one dtype, float32 or float64, got {image.dtype} and {other.dtype}"
             )
-        if t.device != image.device:
-            raise ValueError(f"{first} and {name} must be on the same device, got {image.device} and {t.device}")
-    for name, t in others:
-        if t.shape != image.shape:
-            raise ValueError(f"{name} must have the shape of {first} {tuple(image.shape)}, got {tuple(t.shape)}")
+        if other.device != image.device:
+            raise ValueError(f"{name} and {other_name} must be on the same device, got {image.device} and {other.device}")

@@ -1,4 +1,4 @@
-"""The ops' work on validated, detached-on-entry tensors: which code computes what.
+"""The ops' work on validated tensors: which code computes what.
 
 ``solve`` and the transposed solve run on our own code through the functional
 API (:mod:`invconv_cupy.api`): the NumPy path for CPU tensors, the CuPy kernels
@@ -86,10 +86,15 @@ def weight_grad_of_solve(grad_y: Tensor, x: Tensor, weight: Tensor, orientation:
 # --- the work, called on plain tensors ---------------------------------------------
 
 
+# The work runs where autograd records nothing (under no_grad, in a Function's
+# forward or backward, below the dispatcher's autograd key): torch's own
+# convolutions need no detach; the functional API refuses tensors that require grad.
+
+
 def conv(x: Tensor, weight: Tensor, orientation: str) -> Tensor:
     if on_torch():
         with torch_convolutions(x.device):
-            return _conv2d.conv(x.detach(), weight.detach(), orientation)
+            return _conv2d.conv(x, weight, orientation)
     with torch_launch_context(x.device):
         return ic.conv(x.detach(), weight.detach(), orientation)
 
@@ -97,7 +102,7 @@ def conv(x: Tensor, weight: Tensor, orientation: str) -> Tensor:
 def conv_vjp(grad_y: Tensor, x: Tensor, weight: Tensor, orientation: str) -> tuple[Tensor, Tensor]:
     if on_torch():
         with torch_convolutions(x.device):
-            return conv_vjp_on_torch(grad_y.detach(), x.detach(), weight.detach(), orientation)
+            return conv_vjp_on_torch(grad_y, x, weight, orientation)
     with torch_launch_context(x.device):
         return ic.conv_vjp(grad_y.detach(), x.detach(), weight.detach(), orientation)
 
@@ -113,6 +118,6 @@ def solve_vjp(grad_x: Tensor, x: Tensor, weight: Tensor, orientation: str) -> tu
     if on_torch():
         grad_y = solve(grad_x, weight, orientation, transpose=True)
         with torch_convolutions(x.device):
-            return grad_y, weight_grad_of_solve(grad_y, x.detach(), weight, orientation)
+            return grad_y, weight_grad_of_solve(grad_y, x, weight, orientation)
     with torch_launch_context(x.device):
         return ic.solve_vjp(grad_x.detach(), x.detach(), weight.detach(), orientation, check=False)

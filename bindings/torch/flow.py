@@ -131,7 +131,7 @@ class InverseConv2d(nn.Module):
     def effective_weight(self) -> Tensor:
         """The weight the operator sees: masked free weights plus ``sign * exp(log_scale)`` on the anchor diagonal."""
         scale = (self.sign * self.log_scale.exp()).view(-1, 1, 1, 1)
-        return self.weight * self.mask + self.anchor_diagonal * scale
+        return torch.addcmul(self.weight * self.mask, self.anchor_diagonal, scale)
 
     def logdet(self, height: int, width: int) -> Tensor:
         """``log|det dz/dx|`` for one ``height x width`` image (a 0-d tensor)."""

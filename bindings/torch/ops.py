@@ -40,6 +40,7 @@ that it cannot be zero.
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -56,31 +57,31 @@ _NS = "invconv_cupy"
 
 @torch.library.custom_op(f"{_NS}::conv", mutates_args=())
 def _conv(x: Tensor, weight: Tensor, orientation: str = "TL") -> Tensor:
-    check_operands(orientation, weight, x=x)
+    check_operands(orientation, weight, "x", x)
     return _work.conv(x, weight, orientation)
 
 
 @torch.library.custom_op(f"{_NS}::conv_vjp", mutates_args=())
 def _conv_vjp(grad_y: Tensor, x: Tensor, weight: Tensor, orientation: str = "TL") -> tuple[Tensor, Tensor]:
-    check_operands(orientation, weight, x=x, grad_y=grad_y)
+    check_operands(orientation, weight, "x", x, ("grad_y", grad_y))
     return _work.conv_vjp(grad_y, x, weight, orientation)
 
 
 @torch.library.custom_op(f"{_NS}::solve", mutates_args=())
 def _solve(y: Tensor, weight: Tensor, orientation: str = "TL") -> Tensor:
-    check_operands(orientation, weight, y=y)
+    check_operands(orientation, weight, "y", y)
     return _work.solve(y, weight, orientation)
 
 
 @torch.library.custom_op(f"{_NS}::solve_transpose", mutates_args=())
 def _solve_transpose(grad_x: Tensor, weight: Tensor, orientation: str = "TL") -> Tensor:
-    check_operands(orientation, weight, grad_x=grad_x)
+    check_operands(orientation, weight, "grad_x", grad_x)
     return _work.solve(grad_x, weight, orientation, transpose=True)
 
 
 @torch.library.custom_op(f"{_NS}::solve_vjp", mutates_args=())
 def _solve_vjp(grad_x: Tensor, x: Tensor, weight: Tensor, orientation: str = "TL") -> tuple[Tensor, Tensor]:
-    check_operands(orientation, weight, x=x, grad_x=grad_x)
+    check_operands(orientation, weight, "x", x, ("grad_x", grad_x))
     return _work.solve_vjp(grad_x, x, weight, orientation)
 
 
@@ -91,31 +92,31 @@ def _empty(like: Tensor) -> Tensor:
 
 @_conv.register_fake
 def _(x, weight, orientation="TL"):
-    check_operands(orientation, weight, x=x)
+    check_operands(orientation, weight, "x", x)
     return _empty(x)
 
 
 @_solve.register_fake
 def _(y, weight, orientation="TL"):
-    check_operands(orientation, weight, y=y)
+    check_operands(orientation, weight, "y", y)
     return _empty(y)
 
 
 @_solve_transpose.register_fake
 def _(grad_x, weight, orientation="TL"):
-    check_operands(orientation, weight, grad_x=grad_x)
+    check_operands(orientation, weight, "grad_x", grad_x)
     return _empty(grad_x)
 
 
 @_conv_vjp.register_fake
 def _(grad_y, x, weight, orientation="TL"):
-    check_operands(orientation, weight, x=x, grad_y=grad_y)
+    check_operands(orientation, weight, "x", x, ("grad_y", grad_y))
     return _empty(grad_y), _empty(weight)
 
 
 @_solve_vjp.register_fake
 def _(grad_x, x, weight, orientation="TL"):
-    check_operands(orientation, weight, x=x, grad_x=grad_x)
+    check_operands(orientation, weight, "x", x, ("grad_x", grad_x))
     return _empty(grad_x), _empty(weight)
 
 
@@ -274,12 +275,23 @@ class _SolveFunction(torch.autograd.Function):
 # --- public functions ------------------------------------------------------------
 
 
-def _apply(function, op, name, image, weight, orientation):
+def _recorded(*tensors: Tensor) -> bool:
+    """True when autograd or forward-mode AD would record a call on ``tensors``.
+
+    Dual tensors only exist inside ``forward_ad.dual_level()`` (its level is
+    ``forward_ad._current_level``, -1 outside).
+    """
+    return (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) or fwAD._current_level >= 0
+
+
+def _apply(function, op, work, name, image, weight, orientation):
     orientation = parse_orientation(orientation).name
     image, weight = autocast_to_float32(image, weight)
-    check_operands(orientation, weight, **{name: image})
+    check_operands(orientation, weight, name, image)
     if torch.compiler.is_compiling():
         return op(image, weight, orientation)
+    if _eager(image, weight) and not _recorded(image, weight):
+        return work(image, weight, orientation)  # e.g. sampling under no_grad: nothing to record
     return function.apply(image, weight, orientation)
 
 
@@ -316,7 +328,7 @@ def conv(x: Tensor, weight: Tensor, orientation: str = "TL") -> Tensor:
     ValueError
         Shapes that do not fit, different devices, an unknown orientation.
     """
-    return _apply(_ConvFunction, _conv, "x", x, weight, orientation)
+    return _apply(_ConvFunction, _conv, _work.conv, "x", x, weight, orientation)
 
 
 def solve(y: Tensor, weight: Tensor, orientation: str = "TL") -> Tensor:
@@ -346,4 +358,4 @@ def solve(y: Tensor, weight: Tensor, orientation: str = "TL") -> Tensor:
     TypeError, ValueError
         As :func:`conv`.
     """
-    return _apply(_SolveFunction, _solve, "y", y, weight, orientation)
+    return _apply(_SolveFunction, _solve, _work.solve, "y", y, weight, orientation)
