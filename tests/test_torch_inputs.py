@@ -77,9 +77,10 @@ def test_sparse_and_non_tensor_arguments_raise_type_error(rng, op):
 
 
 @pytest.mark.parametrize("op", ["conv", "solve"])
-def test_autocast_runs_the_ops_in_float32(rng, op):
+@pytest.mark.parametrize("path", OPS)
+def test_autocast_runs_the_ops_in_float32(rng, path, op):
     """bfloat16 inputs are cast to float32; float32 inputs stay float32 all the way (no bfloat16 conv2d inside)."""
-    fn = OPS["eager"][op]
+    fn = OPS[path][op]
     w = weight(rng, 3, 3, 3, "BL", torch.float32)
     x = randn(rng, (2, 3, 5, 5), torch.float32)
     expected_low = fn(x.bfloat16().float(), w.bfloat16().float(), "BL")

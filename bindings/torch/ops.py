@@ -120,6 +120,11 @@ def _(grad_x, x, weight, orientation="TL"):
     return _empty(grad_x), _empty(weight)
 
 
+# Direct calls of the differentiable ops follow autocast's float32 policy as the public functions do.
+for _op in (_conv, _solve):
+    for _device_type in ("cpu", "cuda"):
+        _op.register_autocast(_device_type, torch.float32)
+
 _solve.register_vmap(_vmap.fold_images(_solve))
 _solve_transpose.register_vmap(_vmap.fold_images(_solve_transpose))
 for _op in (_conv, _conv_vjp, _solve_vjp):
