@@ -215,3 +215,25 @@ def test_fake_tensors_propagate_shapes_and_check_arguments(rng):
             assert out.shape == x.shape and out.dtype == x.dtype and out.is_contiguous()
             with pytest.raises(ValueError, match="weight must have shape"):
                 fn(x[:, :2], w)
+
+
+def test_padded_buffers_match_f_pad_whatever_came_before(rng):
+    """The CPU work pads into reused buffers: every call equals F.pad, whichever padding the buffer held before."""
+    from invconv_cupy.torch._conv2d import PaddedBuffers
+
+    pad = PaddedBuffers(keep=2)
+    paddings = [(2, 0, 1, 0), (0, 2, 0, 1), (0, 2, 0, 1), (1, 1, 1, 0), (2, 0, 1, 0)]  # one padded shape
+    first = None
+    for padding in paddings:
+        x = randn(rng, (2, 3, 4, 5))
+        got = pad(x, padding)
+        torch.testing.assert_close(got, torch.nn.functional.pad(x, padding), rtol=0, atol=0)
+        first = got.data_ptr() if first is None else first
+        assert got.data_ptr() == first  # the same buffer, reused
+    with torch.inference_mode():  # a buffer made in inference mode is still writable outside it
+        pad(randn(rng, (1, 1, 2, 2)), (1, 0, 1, 0))
+    x = randn(rng, (1, 1, 2, 2))
+    torch.testing.assert_close(pad(x, (1, 0, 1, 0)), torch.nn.functional.pad(x, (1, 0, 1, 0)), rtol=0, atol=0)
+    assert len(pad.buffers) == 2
+    pad(randn(rng, (1, 1, 3, 3)), (1, 0, 1, 0))
+    assert len(pad.buffers) == 2  # the oldest shape was dropped

@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 import invconv_cupy as ic
@@ -69,18 +70,26 @@ def _kernel_size(weight: Tensor) -> tuple[int, int]:
     return tuple(weight.shape[-2:])
 
 
+_padded_buffers = _conv2d.PaddedBuffers()
+
+
+def _pad(x: Tensor):
+    """How the work pads ``x``: into reused buffers on the CPU, ``F.pad`` elsewhere."""
+    return _padded_buffers if x.device.type == "cpu" else F.pad
+
+
 # --- plain torch: what torch.func differentiates and batches through -------------
 
 
-def conv_vjp_on_torch(grad_y: Tensor, x: Tensor, weight: Tensor, orientation: str) -> tuple[Tensor, Tensor]:
+def conv_vjp_on_torch(grad_y: Tensor, x: Tensor, weight: Tensor, orientation: str, pad=F.pad) -> tuple[Tensor, Tensor]:
     """``(T^T grad_y, weight gradient)`` on torch's convolutions."""
-    return (_conv2d.conv_transpose(grad_y, weight, orientation),
-            _conv2d.weight_grad(grad_y, x, _kernel_size(weight), orientation))
+    return (_conv2d.conv_transpose(grad_y, weight, orientation, pad),
+            _conv2d.weight_grad(grad_y, x, _kernel_size(weight), orientation, pad))
 
 
-def weight_grad_of_solve(grad_y: Tensor, x: Tensor, weight: Tensor, orientation: str) -> Tensor:
+def weight_grad_of_solve(grad_y: Tensor, x: Tensor, weight: Tensor, orientation: str, pad=F.pad) -> Tensor:
     """solve's weight gradient from the transposed solve's ``grad_y`` and solve's output ``x``."""
-    return _conv2d.weight_grad(grad_y, x, _kernel_size(weight), orientation).neg_()
+    return _conv2d.weight_grad(grad_y, x, _kernel_size(weight), orientation, pad).neg_()
 
 
 # --- the work, called on plain tensors ---------------------------------------------
@@ -94,7 +103,7 @@ def weight_grad_of_solve(grad_y: Tensor, x: Tensor, weight: Tensor, orientation:
 def conv(x: Tensor, weight: Tensor, orientation: str) -> Tensor:
     if on_torch():
         with torch_convolutions(x.device):
-            return _conv2d.conv(x, weight, orientation)
+            return _conv2d.conv(x, weight, orientation, _pad(x))
     with torch_launch_context(x.device):
         return ic.conv(x.detach(), weight.detach(), orientation)
 
@@ -102,7 +111,7 @@ def conv(x: Tensor, weight: Tensor, orientation: str) -> Tensor:
 def conv_vjp(grad_y: Tensor, x: Tensor, weight: Tensor, orientation: str) -> tuple[Tensor, Tensor]:
     if on_torch():
         with torch_convolutions(x.device):
-            return conv_vjp_on_torch(grad_y, x, weight, orientation)
+            return conv_vjp_on_torch(grad_y, x, weight, orientation, _pad(x))
     with torch_launch_context(x.device):
         return ic.conv_vjp(grad_y.detach(), x.detach(), weight.detach(), orientation)
 
@@ -118,6 +127,6 @@ def solve_vjp(grad_x: Tensor, x: Tensor, weight: Tensor, orientation: str) -> tu
     if on_torch():
         grad_y = solve(grad_x, weight, orientation, transpose=True)
         with torch_convolutions(x.device):
-            return grad_y, weight_grad_of_solve(grad_y, x, weight, orientation)
+            return grad_y, weight_grad_of_solve(grad_y, x, weight, orientation, _pad(x))
     with torch_launch_context(x.device):
         return ic.solve_vjp(grad_x.detach(), x.detach(), weight.detach(), orientation, check=False)
