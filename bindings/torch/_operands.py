@@ -70,4 +70,6 @@ def check_operands(orientation: str, weight: Tensor, name: str, image: Tensor, *
                 f"{name} and {other_name} must share one dtype, float32 or float64, got {image.dtype} and {other.dtype}"
             )
         if other.device != image.device:
-            raise ValueError(f"{name} and {other_name} must be on the same device, got {image.device} and {other.device}")
+            raise ValueError(
+                f"{name} and {other_name} must be on the same device, got {image.device} and {other.device}"
+            )
