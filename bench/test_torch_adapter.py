@@ -62,64 +62,49 @@ def _inputs(shape, device):
     return torch.randn(shape, device=device), torch.randn(shape, device=device)
 
 
-SAMPLE_ROLES = {"ours": "torch", "ours, convolution on our own code": "invconv_cupy"}
+# role -> where InverseConv2d's convolutions run (None: the nn.Conv2d baseline)
+ROLES = {"ours": "torch", "ours, convolution on our own code": "invconv_cupy", "nn.Conv2d": None}
 
 
-@pytest.mark.parametrize("role", SAMPLE_ROLES)
+def _model(role, channels, device):
+    if ROLES[role] is None:
+        return nn.Conv2d(channels, channels, K, padding=K // 2, bias=False, device=device)
+    return _layer(channels, device)
+
+
+@pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("device", DEVICES)
-def test_sample_inverse_conv(benchmark, device, shape, role):
-    layer = _layer(shape[1], device)
+def test_sample(benchmark, device, shape, role):
+    model = _model(role, shape[1], device)
+    forward = model if ROLES[role] is None else model.inverse
     z, _ = _inputs(shape, device)
 
     @torch.no_grad()
     def sample():
-        with ict.conv_route(SAMPLE_ROLES[role]):
-            layer.inverse(z)
+        with ict.conv_route(ROLES[role] or "torch"):
+            forward(z)
 
     _run(benchmark, device, "sample", shape, role, sample)
 
 
+@pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("device", DEVICES)
-def test_sample_conv2d(benchmark, device, shape):
-    conv = nn.Conv2d(shape[1], shape[1], K, padding=K // 2, bias=False, device=device)
-    z, _ = _inputs(shape, device)
-
-    @torch.no_grad()
-    def sample():
-        conv(z)
-
-    _run(benchmark, device, "sample", shape, "nn.Conv2d", sample)
-
-
-@pytest.mark.parametrize("role", SAMPLE_ROLES)
-@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
-@pytest.mark.parametrize("device", DEVICES)
-def test_train_inverse_conv(benchmark, device, shape, role):
-    layer = _layer(shape[1], device)
+def test_train(benchmark, device, shape, role):
+    model = _model(role, shape[1], device)
     x, g = _inputs(shape, device)
     x.requires_grad_()
 
     def step():
-        with ict.conv_route(SAMPLE_ROLES[role]):
-            z, logdet = layer(x)
-            torch.autograd.backward((z, logdet), (g, torch.ones_like(logdet)))
+        with ict.conv_route(ROLES[role] or "torch"):
+            if ROLES[role] is None:
+                model(x).backward(g)
+            else:
+                z, logdet = model(x)
+                torch.autograd.backward((z, logdet), (g, torch.ones_like(logdet)))
 
     _run(benchmark, device, "train", shape, role, step)
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
-@pytest.mark.parametrize("device", DEVICES)
-def test_train_conv2d(benchmark, device, shape):
-    conv = nn.Conv2d(shape[1], shape[1], K, padding=K // 2, bias=False, device=device)
-    x, g = _inputs(shape, device)
-    x.requires_grad_()
-
-    def step():
-        conv(x).backward(g)
-
-    _run(benchmark, device, "train", shape, "nn.Conv2d", step)
 
 
 @pytest.mark.parametrize("part", ["ours", "solve", "transposed solve", "weight gradient"])
