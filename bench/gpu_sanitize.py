@@ -20,6 +20,7 @@ and memcheck sees an access past its end.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import shutil
@@ -93,28 +94,37 @@ _SUMMARY = re.compile(r"ERROR SUMMARY: (\d+) error")
 _UNUSABLE = ("Device not supported", "Target application terminated before first instrumented API call")
 
 
+def _streamed(command, lines):
+    """The output lines of ``command`` as they come (also appended to ``lines``, then its exit status)."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    for line in proc.stdout:
+        lines.append(line)
+        yield line
+    lines.append(proc.wait())
+
+
 def run_tools(sanitizer, tools=TOOLS, log=None) -> int:
     """Run ``--cases`` under each tool; print (and append to ``log``) the tools' output."""
     worst = 0
     for tool in tools:
         command = [str(sanitizer), "--tool", tool, "--error-exitcode", "1", "--print-limit", "20",
                    sys.executable, str(Path(__file__).resolve()), "--cases"]
-        print(f"--- {tool}: {' '.join(command)}", flush=True)
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        output = result.stdout + result.stderr
-        print(output, flush=True)
-        if log:
-            with open(log, "a", encoding="utf-8") as f:
-                f.write(f"--- {tool}: {' '.join(command)}\n{output}\n")
+        lines = []
+        with open(log or os.devnull, "a", encoding="utf-8") as sink:
+            for line in itertools.chain([f"--- {tool}: {' '.join(command)}\n"], _streamed(command, lines)):
+                print(line, end="", flush=True)
+                sink.write(line)
+                sink.flush()
+        returncode, output = lines.pop(), "".join(lines)
         errors = [int(n) for n in _SUMMARY.findall(output)]
-        if result.returncode == 0 and errors and not any(errors):
+        if returncode == 0 and errors and not any(errors):
             print(f"--- {tool}: no errors", flush=True)
             continue
         if any(marker in output for marker in _UNUSABLE) and not any(errors):
             print(f"--- {tool}: compute-sanitizer cannot run here", flush=True)
             worst = max(worst, EXIT_UNUSABLE) if worst != 1 else 1
             continue
-        print(f"--- {tool}: FAILED (exit {result.returncode}, error counts {errors})", flush=True)
+        print(f"--- {tool}: FAILED (exit {returncode}, error counts {errors})", flush=True)
         worst = 1
     return worst
 
