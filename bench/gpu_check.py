@@ -202,33 +202,33 @@ class Check:
         grace = min(self.grace_s, limit / 4)
         timed_out = False
         try:
-            proc.wait(timeout=max(0.0, limit - grace))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            self._signal(proc, signal.SIGINT)
             try:
-                proc.wait(timeout=grace)
+                proc.wait(timeout=max(0.0, limit - grace))
             except subprocess.TimeoutExpired:
-                self._signal(proc, signal.SIGKILL)
-                proc.wait()
+                timed_out = True
+                self._stop(proc, grace)
         except Interrupted:
-            self._signal(proc, signal.SIGINT)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._signal(proc, signal.SIGKILL)
-                proc.wait()
+            hold()
+            self._stop(proc, 5.0)
             raise
         finally:
             reader.join(timeout=5)
         return proc.returncode, timed_out
 
     @staticmethod
-    def _signal(proc, signum):
-        try:
-            os.killpg(proc.pid, signum)
-        except ProcessLookupError:
-            pass
+    def _stop(proc, grace):
+        """SIGINT to the process group, SIGKILL ``grace`` seconds later if it is still there."""
+        for signum in (signal.SIGINT, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, signum)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        proc.wait()
 
     def run_phase(self, index):
         phase, row = PHASES[index], self.rows[index]
@@ -278,7 +278,7 @@ class Check:
                  f"{self.budget_s:g} s, output in {self.out}" + (" (FAKE device)" if self.fake is not None else ""))
         self.log("slices: " + ", ".join(f"{name} {s:g} s" for name, s in self.slices.items()))
         self.log(f"compute-sanitizer: {self.sanitizer or 'none found'}")
-        with interruptible():
+        with interruptible(), self.logfile:
             try:
                 self.write_summary()
                 for index in range(len(PHASES)):
@@ -296,13 +296,13 @@ class Check:
                 self.log(self.table())
                 self.log(f"gpu_check: interrupted by {sig} after {self.elapsed():.0f} s; exit {status}")
                 return status
-        failed = [row["phase"] for row in self.rows if not row["status"].startswith(("ok", "skipped"))]
-        status = 1 if failed else 0
-        self.write_summary(status)
-        self.log(self.table())
-        self.log(f"gpu_check: {self.elapsed():.0f} s of {self.budget_s:g}; " + (
-            f"FAILED: {', '.join(failed)}" if failed else "every phase that ran passed") + f"; exit {status}")
-        return status
+            failed = [row["phase"] for row in self.rows if not row["status"].startswith(("ok", "skipped"))]
+            status = 1 if failed else 0
+            self.write_summary(status)
+            self.log(self.table())
+            self.log(f"gpu_check: {self.elapsed():.0f} s of {self.budget_s:g}; " + (
+                f"FAILED: {', '.join(failed)}" if failed else "every phase that ran passed") + f"; exit {status}")
+            return status
 
 
 def _slice(text):
@@ -316,7 +316,8 @@ def _slice(text):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S, help="total seconds (default %(default)s)")
-    parser.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench" / "results" / "gpu-check"))
+    parser.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench" / "results" / "gpu-check"),
+                        help="logs, summary.json and copies of the results (default: $OUT, else %(default)s)")
     parser.add_argument("--results", default=str(REPO / "bench" / "results"), help="where gpu-latest.json goes")
     parser.add_argument("--slice", type=_slice, action="append", default=[], metavar="PHASE=SECONDS")
     parser.add_argument("--sanitizer", help="compute-sanitizer to use: an executable, a wheel, or a folder with "
