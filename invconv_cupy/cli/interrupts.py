@@ -3,8 +3,8 @@
 The handlers end the process from wherever it is (``os._exit``), so no
 traceback can be printed however early or late the signal arrives, and no
 ``finally`` clause has to run for the temporary files: the handler removes
-them itself (:mod:`.partial_files`). Only ``os``, ``signal`` and ``sys``: the
-program installs the handlers before any other import.
+them itself (:mod:`.partial_files`). Standard library only (``os``, ``signal``,
+``sys``, ``contextlib``): the program installs the handlers before any other import.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The ``invconv-deblur`` program: signal handlers first, then everything else.
 
 The console script and ``python -m invconv_cupy.cli`` start here. This module
-imports nothing heavy, so a Ctrl-C from the moment it is loaded (about a
-millisecond after Python's own start-up) ends the program cleanly
+imports nothing heavy, so a Ctrl-C from the moment it is loaded (a few
+milliseconds after Python's own start-up) ends the program cleanly
 (:mod:`.interrupts`) instead of printing a traceback from inside an import.
 """
 
