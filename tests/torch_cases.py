@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import make_weight
+from conftest import cuda_available, make_weight
 
 torch = pytest.importorskip("torch")
 
@@ -13,13 +13,7 @@ torch.backends.cudnn.allow_tf32 = False
 
 def cuda_ready() -> bool:
     """A CUDA device that torch and CuPy can both use."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import cupy
-    except ImportError:
-        return False
-    return cupy.cuda.is_available()
+    return torch.cuda.is_available() and cuda_available()
 
 
 GPU = [pytest.mark.gpu, pytest.mark.skipif(not cuda_ready(), reason="needs a CUDA device and CuPy")]
