@@ -7,8 +7,9 @@ convolutions (:func:`conv_route` switches those to our own code).
 **Custom ops.** Five ``torch.library`` ops in the ``invconv_cupy`` namespace
 (``conv``, ``solve``, their vector-Jacobian products ``conv_vjp`` and
 ``solve_vjp``, and ``solve_transpose``), each with a fake implementation and a
-``vmap`` rule; ``conv`` and ``solve`` carry their backward rules, so
-``torch.compile(fullgraph=True)`` traces them, backward graph included.
+``vmap`` rule; ``conv`` and ``solve`` carry their backward rules and
+autocast's float32 policy, so ``torch.compile(fullgraph=True)`` traces them,
+backward graph included.
 
 **One rule each, two carriers.** The backward rules (:func:`_conv_backward`,
 :func:`_solve_backward`) and the forward-mode rules (:func:`_conv_jvp`,
