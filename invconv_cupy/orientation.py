@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
-
-import numpy as np
 
 ORIENTATIONS = ("TL", "TR", "BL", "BR")
 
@@ -77,12 +76,11 @@ def anchor_index(orientation: str, kernel_size) -> tuple[int, int]:
     (0, 4)
     """
     orient = parse_orientation(orientation)
-    size = (kernel_size, kernel_size) if isinstance(kernel_size, (int, np.integer)) else kernel_size
+    size = (kernel_size, kernel_size) if isinstance(kernel_size, numbers.Integral) else kernel_size
     if (
         not isinstance(size, (tuple, list))
         or len(size) != 2
-        or not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in size)
-        or isinstance(kernel_size, bool)
+        or not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in size)
     ):
         raise TypeError(f"kernel_size must be an int or a pair of ints (KH, KW), got {kernel_size!r}")
     if min(size) < 1:

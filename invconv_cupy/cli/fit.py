@@ -31,9 +31,10 @@ import invconv_cupy as ic
 
 from .device import Compute, resolve_device
 from .errors import CliError
-from .images import atomic_output, read_image
+from .images import read_image
 from .methods import causal_sides
 from .noise import quantization_noise
+from .output import write_array
 from .psf import CausalKernel, NotSafeForExact, psf_of
 from .stability import check_stable, response_for
 
@@ -267,8 +268,7 @@ def run(args) -> None:
         for o in orientations
     ]
     best = max(fits, key=lambda f: f.psnr_after)
-    with atomic_output(output) as handle:
-        np.save(handle, psf_of(best.kernel), allow_pickle=False)
+    write_array(output, psf_of(best.kernel))
     where = "" if len(windows) == 1 else f" on {len(windows)} random {windows[0][0].stop - windows[0][0].start} px windows"
     print(
         f"fit: orientation {best.kernel.orientation}, {best.iterations} L-BFGS-B iterations ({best.message}){where}; "
