@@ -164,3 +164,14 @@ def test_tikhonov_matches_the_dense_least_squares_solution(rng, boundary):
     result = deblur_tikhonov(y[None], psf, lam, CPU, boundary=boundary, rtol=1e-12, maxiter=5000)
     assert result.converged
     np.testing.assert_allclose(result.image[0], x[mh : mh + h, mw : mw + w], atol=1e-8)
+
+
+def test_no_exact_where_its_edge_effects_cover_the_frame(rng):
+    # A thin frame: the exact inverse's boundary band (47 px for this kernel) leaves too little to compare on.
+    kernel = P.exact_kernel(DEMO_MOTION)
+    response = response_for(kernel, (40, 200))
+    exact, tikhonov = rng.standard_normal((2, 1, 40, 200))
+    choice = choose(exact, tikhonov, DEMO_MOTION, 1e-3, 1e-6, response)
+    assert choice.method == "tikhonov"
+    assert choice.reason() == ("tikhonov: the exact inverse's edge effects reach 47 px into the frame, too far to "
+                               "predict its error")

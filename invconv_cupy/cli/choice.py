@@ -15,8 +15,11 @@ errors against the unknown sharp picture are predicted from the data:
   with ``tau = mean_f 1 / (|K|^2 + lam |D|^2)``, and never below tikhonov's own
   noise variance ``sigma^2 mean_f |K|^2 / (|K|^2 + lam |D|^2)^2``.
 
-The difference ``x_tik - x_exact`` is measured away from the edges the exact
-inverse reads from (where its boundary guess, not the noise, makes its error).
+The difference ``x_tik - x_exact`` is measured away from the band along the edges
+the exact inverse reads from, where its boundary guess, not the noise, makes most
+of its error; that band's excess difference is added to exact's predicted error.
+Where the band covers most of the frame, exact's error cannot be predicted and
+tikhonov is kept.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from .stability import InverseResponse
 #: The band along the edges the exact inverse reads from that the comparison leaves
 #: out: where the impulse response is still above this fraction of its peak.
 BOUNDARY_DECAY = 1e-3
-#: The comparison uses the whole frame when leaving out that band would keep less than this share of it.
+#: Exact is not considered when leaving out that band would keep less than this share of the frame.
 MIN_INTERIOR_SHARE = 0.25
 
 
@@ -57,9 +60,13 @@ class Choice:
     tikhonov_rms: float
     sigma: float
     gain: float
+    edge_band: int | None = None
 
     def reason(self) -> str:
         """One line: the choice and why, in numbers."""
+        if self.edge_band is not None:
+            return (f"tikhonov: the exact inverse's edge effects reach {self.edge_band} px into the frame, too far "
+                    "to predict its error")
         amplified = f"noise {self.sigma:.2g} amplified {math.sqrt(self.gain):.3g}x by the exact inverse"
         if self.method == "exact":
             return (f"exact: predicted rms error {self.exact_rms:.2g} ({amplified}) "
@@ -67,12 +74,12 @@ class Choice:
         return f"tikhonov: predicted rms error {self.tikhonov_rms:.2g} against exact's {self.exact_rms:.2g} ({amplified})"
 
 
-def _interior(shape: tuple[int, int], orientation: str, band: int) -> tuple[slice, slice]:
-    """The frame less ``band`` pixels on the sides ``orientation`` reads from (the whole frame if that leaves too little)."""
+def _interior(shape: tuple[int, int], orientation: str, band: int) -> tuple[slice, slice] | None:
+    """The frame less ``band`` pixels on the sides ``orientation`` reads from (None if that leaves too little)."""
     (top, bottom), (left, right) = causal_sides(orientation, band)
     h, w = shape
     if (h - top - bottom) * (w - left - right) < MIN_INTERIOR_SHARE * h * w:
-        return slice(None), slice(None)
+        return None
     return slice(top, h - bottom), slice(left, w - right)
 
 
@@ -110,9 +117,17 @@ def choose(
         tau = float(np.mean(1.0 / normal))
         variance = sigma**2 * float(np.mean(blur / normal**2))
     band = response.settled_distance(BOUNDARY_DECAY)
-    rows, cols = _interior(shape, response.kernel.orientation, band if band is not None else max(shape))
-    difference = float(np.mean((tikhonov[:, rows, cols] - exact[:, rows, cols]) ** 2))
-    exact_mse = sigma**2 * gain
-    tikhonov_mse = max(difference - exact_mse + 2 * sigma**2 * tau, variance)
+    band = max(shape) if band is None else band
+    interior = _interior(shape, response.kernel.orientation, band)
+    if interior is None:
+        return Choice("tikhonov", math.nan, math.nan, sigma, gain, edge_band=band)
+    squared = np.mean((tikhonov - exact) ** 2, axis=0)
+    inside = np.zeros(shape, bool)
+    inside[interior] = True
+    difference = float(squared[inside].mean())
+    # What exact's boundary guess adds near the edges, beyond the difference the noise makes everywhere.
+    edges = float(np.sum(np.maximum(squared[~inside] - difference, 0.0))) / squared.size
+    exact_mse = sigma**2 * gain + edges
+    tikhonov_mse = max(difference - sigma**2 * gain + 2 * sigma**2 * tau, variance)
     method = "exact" if exact_mse < tikhonov_mse else "tikhonov"
     return Choice(method, math.sqrt(exact_mse), math.sqrt(tikhonov_mse), sigma, gain)
