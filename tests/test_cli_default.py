@@ -171,7 +171,7 @@ def test_no_exact_where_its_edge_effects_cover_the_frame(rng):
     kernel = P.exact_kernel(DEMO_MOTION)
     response = response_for(kernel, (40, 200))
     exact, tikhonov = rng.standard_normal((2, 1, 40, 200))
-    choice = choose(exact, tikhonov, DEMO_MOTION, 1e-3, 1e-6, response)
+    choice = choose(exact, tikhonov, DEMO_MOTION, 1e-3, 1e-6, response, "unknown")
     assert choice.method == "tikhonov"
     assert choice.reason() == ("tikhonov: the exact inverse's edge effects reach 47 px into the frame, too far to "
                                "predict its error")

@@ -176,7 +176,7 @@ def deblur(data: np.ndarray, plan: Plan, boundary: str, response: InverseRespons
     except NotSafeForExact as exc:
         return result.image, f"{how}; default method: tikhonov, exact refused ({exc.reason})"
     exact, exact_how = _exact(data, plan, boundary, response, compute)
-    choice = choose(exact, result.image, plan.psf, result.lam, sigma, response)
+    choice = choose(exact, result.image, plan.psf, result.lam, sigma, response, boundary)
     if choice.method == "exact":
         return exact, f"{exact_how}; default method: {choice.reason()}"
     return result.image, f"{how}; default method: {choice.reason()}"

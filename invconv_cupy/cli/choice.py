@@ -15,9 +15,13 @@ errors against the unknown sharp picture are predicted from the data:
   with ``tau = mean_f 1 / (|K|^2 + lam |D|^2)``, and never below tikhonov's own
   noise variance ``sigma^2 mean_f |K|^2 / (|K|^2 + lam |D|^2)^2``.
 
-The difference ``x_tik - x_exact`` is measured away from the band along the edges
-the exact inverse reads from, where its boundary guess, not the noise, makes most
-of its error; that band's excess difference is added to exact's predicted error.
+With the zero boundary model both methods assume the same outside, and the
+difference ``x_tik - x_exact`` is measured on the whole frame. With the unknown
+one, exact guesses the outside (a mirror image) where tikhonov leaves it free:
+the difference is measured away from the band along the edges the exact inverse
+reads from, where that guess, not the noise, makes most of its error, and the
+band's excess difference is added to exact's predicted error (tikhonov's own
+edge errors count there too, so the guess is a pessimistic one for exact).
 Where the band covers most of the frame, exact's error cannot be predicted and
 tikhonov is kept.
 """
@@ -90,6 +94,7 @@ def choose(
     lam: float,
     sigma: float,
     response: InverseResponse,
+    boundary: str = "zero",
 ) -> Choice:
     """Pick the method with the smaller predicted error.
 
@@ -104,6 +109,8 @@ def choose(
         The noise level of the blurred image.
     response : InverseResponse
         The exact inverse's impulse response (a stable one).
+    boundary : {"zero", "unknown"}
+        The boundary model both results were computed with.
 
     Returns
     -------
@@ -116,14 +123,16 @@ def choose(
     with np.errstate(divide="ignore"):
         tau = float(np.mean(1.0 / normal))
         variance = sigma**2 * float(np.mean(blur / normal**2))
-    band = response.settled_distance(BOUNDARY_DECAY)
-    band = max(shape) if band is None else band
-    interior = _interior(shape, response.kernel.orientation, band)
-    if interior is None:
-        return Choice("tikhonov", math.nan, math.nan, sigma, gain, edge_band=band)
     squared = np.mean((tikhonov - exact) ** 2, axis=0)
-    inside = np.zeros(shape, bool)
-    inside[interior] = True
+    inside = np.ones(shape, bool)
+    if boundary == "unknown":
+        band = response.settled_distance(BOUNDARY_DECAY)
+        band = max(shape) if band is None else band
+        interior = _interior(shape, response.kernel.orientation, band)
+        if interior is None:
+            return Choice("tikhonov", math.nan, math.nan, sigma, gain, edge_band=band)
+        inside[...] = False
+        inside[interior] = True
     difference = float(squared[inside].mean())
     # What exact's boundary guess adds near the edges, beyond the difference the noise makes everywhere.
     edges = float(np.sum(np.maximum(squared[~inside] - difference, 0.0))) / squared.size
