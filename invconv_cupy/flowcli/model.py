@@ -37,8 +37,10 @@ class ModelSpec:
 
     def build(self):
         """The ``normflows.MultiscaleFlow`` (on the CPU, float32, freshly initialized from torch's global RNG)."""
-        from invconv_cupy.torch import flows
-
+        try:
+            from invconv_cupy.torch import flows
+        except ImportError as exc:
+            raise CliError(str(exc)) from None
         if self.name not in MODELS:
             raise CliError(f"unknown model {self.name!r}; expected one of {', '.join(MODELS)}")
         kwargs = {"levels": self.levels, "steps": self.steps, "hidden": self.hidden}

@@ -30,7 +30,7 @@ from .scoring import score
 _VAL_SEED = 0  # validation noise is the same at every validation, so its bpd values are comparable
 
 #: Defaults of ``train``'s options; a resumed run takes them from its checkpoint instead.
-DEFAULTS = {"model": "inverse_flow", "scales": 2, "depth": 8, "hidden": 64, "kernel_size": 3, "steps": 1000,
+DEFAULTS = {"model": "inverse_flow", "scales": 2, "depth": 4, "hidden": 64, "kernel_size": 3, "steps": 500,
             "batch": 100, "lr": 1e-3, "val_every": 100, "val_fraction": 0.1, "seed": 0}
 #: Options a checkpoint fixes: giving one with ``--resume`` is an error.
 FIXED_BY_CHECKPOINT = ("data", "levels", "model", "scales", "depth", "hidden", "kernel_size", "batch", "lr",
@@ -169,9 +169,10 @@ def run(args) -> None:
                 started = time.perf_counter()
                 model.train()
                 bar.set_postfix(bpd=f"{running:.3f}", val=f"{history[-1]['val_bpd']:.3f}")
+                bar.write(f"step {step}: train bpd {running:.4f} (moving average), validation bpd "
+                          f"{history[-1]['val_bpd']:.4f}", file=sys.stdout)
     if previous and step == previous["step"]:
         print(f"nothing to do: the checkpoint has done {step} of {train['steps']} steps (raise --steps)")
         return
-    last = history[-1]
-    print(f"step {step}: train bpd {last['train_bpd']:.4f} (running mean), validation bpd {last['val_bpd']:.4f}; "
-          f"{last['seconds']:.1f} s of training; checkpoint {output}", flush=True)
+    print(f"done: {step} steps, {history[-1]['seconds']:.1f} s of training (validation not counted); "
+          f"checkpoint {output}", flush=True)
