@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("normflows", reason="the flows extra (normflows) is not installed")
+from flow_cases import one_thread, torch  # noqa: F401 (one_thread: an autouse fixture)
+
 pytest.importorskip("PIL", reason="the cli extra (Pillow) is not installed")
 
 from cli_util import listing  # noqa: E402
@@ -83,7 +83,7 @@ def test_resume_continues_exactly(tmp_path, capsys, keras_npz):
 def test_bench_times_all_three_models(tmp_path, capsys):
     report = tmp_path / "bench.json"
     code, out, err = run_cli(capsys, "bench", "--device", "cpu", "--sizes", 8, "--batch", 4, "--channels", 1,
-                             "-K", 2, "--hidden", 4, "--repeats", 2, "--profile", "--json", report)
+                             "-K", 1, "--hidden", 4, "--repeats", 2, "--profile", "--json", report)
     assert code == 0, err
     assert "sample inverse_flow/glow" in out and "one sampling pass of inverse_flow" in out
     (entry,) = json.loads(report.read_text())["results"]

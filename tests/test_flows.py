@@ -5,8 +5,7 @@ import math
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-nf = pytest.importorskip("normflows", reason="the flows extra (normflows) is not installed")
+from flow_cases import nf, one_thread, torch  # noqa: F401 (one_thread: an autouse fixture)
 
 import invconv_cupy.torch.flow as flow_module  # noqa: E402
 from invconv_cupy.torch import flows  # noqa: E402
@@ -64,7 +63,7 @@ def test_log_prob_of_samples_matches_sampling(name, generator):
 
 @pytest.mark.parametrize("name", BUILDERS)
 def test_whole_model_logdet_equals_brute_force_jacobian(name, generator):
-    shape = (2, 4, 4)
+    shape = (1, 4, 4)
     model = _randomized(name, shape, generator)
     u = torch.rand(1, *shape, dtype=torch.float64, generator=generator) * 0.8 + 0.1
 
@@ -228,11 +227,11 @@ def test_short_training_lowers_held_out_bpd(generator):
 
     model.log_prob(dequantize(train[:200], 17, generator), None)  # ActNorm's initialization
     before = held_out().mean
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(40):
-        batch = train[torch.randint(len(train), (100,), generator=generator)]
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    for _ in range(20):
+        batch = train[torch.randint(len(train), (64,), generator=generator)]
         optimizer.zero_grad()
         (-model.log_prob(dequantize(batch, 17, generator), None).mean()).backward()
         optimizer.step()
     after = held_out().mean
-    assert after < before - 0.2, (before, after)
+    assert after < before - 0.3, (before, after)  # about 0.7 measured
