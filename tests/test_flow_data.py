@@ -72,7 +72,10 @@ def test_user_npy_npz_and_folder(tmp_path, rng):
 
     keras = data.load(str(tmp_path / "keras.npz"))
     np.testing.assert_array_equal(keras.test, rgb[:3].transpose(0, 3, 1, 2))
-    np.testing.assert_array_equal(data.load_test(str(tmp_path / "keras.npz"), 256), keras.test)
+    np.testing.assert_array_equal(data.load_test(str(tmp_path / "keras.npz"), 256, named=False), keras.test)
+    np.testing.assert_array_equal(data.load_test(str(tmp_path / "grey.npy"), 256, named=True)[:, 0], grey)
+    with pytest.raises(CliError, match="has no held-out part"):
+        data.load_test(str(tmp_path / "grey.npy"), 256, named=False)
     images, held_out = data.read_images(str(folder))
     np.testing.assert_array_equal(images, rgb.transpose(0, 3, 1, 2))
     assert held_out is None

@@ -12,6 +12,7 @@ levels) / log 2``, an upper bound on the discrete model's code length.
 from __future__ import annotations
 
 import math
+from numbers import Integral
 
 import torch
 from torch import Tensor
@@ -20,9 +21,9 @@ __all__ = ["dequantize", "quantize", "bits_per_dim"]
 
 
 def _check_levels(levels) -> int:
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+    if isinstance(levels, bool) or not isinstance(levels, Integral) or levels < 2:
         raise ValueError(f"levels must be an int of at least 2, got {levels!r}")
-    return levels
+    return int(levels)
 
 
 def dequantize(x: Tensor, levels: int, generator: torch.Generator | None = None, dtype=torch.float32) -> Tensor:
@@ -70,6 +71,6 @@ def bits_per_dim(log_prob: Tensor, dims: int, levels: int) -> Tensor:
         ``(-log_prob / D + log(levels)) / log(2)``, elementwise.
     """
     levels = _check_levels(levels)
-    if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
+    if isinstance(dims, bool) or not isinstance(dims, Integral) or dims < 1:
         raise ValueError(f"dims must be a positive int, got {dims!r}")
     return (-log_prob / dims + math.log(levels)) / math.log(2)

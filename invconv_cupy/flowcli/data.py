@@ -74,7 +74,10 @@ def _shuffled_split(images: np.ndarray, *counts: int) -> list[np.ndarray]:
 
 
 def _digits() -> Dataset:
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise CliError('digits needs scikit-learn: pip install "invconv-cupy[flows]"') from None
 
     images = load_digits().images.astype(np.uint8)[:, None]  # 0 .. 16
     test, val, train = _shuffled_split(images, 297, 150)
@@ -238,14 +241,21 @@ def load(spec: str, *, levels: int | None = None, val_fraction: float = 0.1) -> 
     return Dataset(spec, levels, train, val, held_out)
 
 
-def load_test(spec: str, levels: int) -> np.ndarray:
-    """The held-out images of ``spec`` for ``evaluate``: a built-in test split, a Keras ``x_test``, or all images."""
+def load_test(spec: str, levels: int, *, named: bool) -> np.ndarray:
+    """The held-out images of ``spec`` for ``evaluate``.
+
+    A built-in set's test split, a Keras ``.npz``'s ``x_test``, or, when the user
+    ``named`` the source with ``--data``, all its images. A checkpoint's own
+    training source without a held-out part is refused: its images were trained on.
+    """
     if spec in BUILTIN:
         dataset = load(spec)
         if dataset.levels != levels:
             raise CliError(f"{spec} has {dataset.levels} levels but the model was trained on {levels}")
         return dataset.test
     images, held_out = read_images(spec)
+    if held_out is None and not named:
+        raise CliError(f"{spec}, the checkpoint's training data, has no held-out part: name test images with --data")
     images = images if held_out is None else held_out
     _check_levels(images, levels, spec)
     return images

@@ -25,9 +25,7 @@ def run(args) -> None:
     device = torch_device(args.device)
     levels = checkpoint["data"]["levels"]
     spec_name = args.data if args.data is not None else checkpoint["data"]["spec"]
-    images = data.load_test(spec_name, levels)
-    if images is None:
-        raise CliError(f"{spec_name} has no held-out part: name the test images with --data")
+    images = data.load_test(spec_name, levels, named=args.data is not None)
     model, spec = ckpt.restore_model(checkpoint, device)
     if tuple(images.shape[1:]) != spec.input_shape:
         raise CliError(f"{spec_name} holds {tuple(images.shape[1:])} images; the model takes {spec.input_shape}")
