@@ -75,8 +75,9 @@ def test_resume_continues_exactly(tmp_path, capsys, keras_npz):
     assert run_cli(capsys, "train", "--resume", split, "--steps", 6)[0] == 0
     a, b = ckpt.load(straight), ckpt.load(split)
     assert a["step"] == b["step"] == 6
-    for key, value in a["state"].items():  # bit for bit
-        assert torch.equal(b["state"][key], value), key
+    assert a["state"].keys() == b["state"].keys()
+    for key, value in a["state"].items():  # bit for bit (and the layers' extra state, their orientations)
+        assert torch.equal(b["state"][key], value) if torch.is_tensor(value) else b["state"][key] == value, key
     assert [h["val_bpd"] for h in a["history"]] == [h["val_bpd"] for h in b["history"]]
 
 
@@ -98,14 +99,19 @@ def test_bench_times_all_three_models(tmp_path, capsys):
     assert profile["solve_sampling_flow"]["solves"] > 0
 
 
-def test_diverged_training_exits_1_and_writes_nothing(tmp_path, capsys, keras_npz, monkeypatch):
+def test_diverged_training_exits_2_and_keeps_the_last_checkpoint(tmp_path, capsys, keras_npz, monkeypatch):
     import invconv_cupy.flowcli.train as train
 
+    run = tmp_path / "run.pt"
+    assert run_cli(capsys, "train", "--data", keras_npz, "-o", run, *TINY, "--steps", 2)[0] == 0
+    saved = run.read_bytes()
     monkeypatch.setattr(train, "dequantize", lambda x, levels, generator: torch.full(x.shape, float("nan")))
     before = listing(tmp_path)
-    code, _, err = run_cli(capsys, "train", "--data", keras_npz, "-o", tmp_path / "run.pt", *TINY, "--steps", 2)
-    assert code == 1 and "diverged at step 1" in err and "no checkpoint was written" in err
-    assert listing(tmp_path) == before
+    code, _, err = run_cli(capsys, "train", "--data", keras_npz, "-o", tmp_path / "new.pt", *TINY, "--steps", 2)
+    assert code == 2 and "diverged at step 1" in err and "no checkpoint was written" in err
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--steps", 4)
+    assert code == 2 and err.count("\n") == 1 and f"diverged at step 3 (loss nan); {run} holds step 2" in err
+    assert listing(tmp_path) == before and run.read_bytes() == saved
 
 
 @pytest.fixture
@@ -180,5 +186,35 @@ def test_device_cuda_without_gpu_is_refused(tmp_path, capsys):
 def test_console_script_is_installed():
     from importlib.metadata import entry_points
 
+    from invconv_cupy.flowcli.program import run_program
+
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "invconv-flow"]
-    assert script.load() is main
+    assert script.load() is run_program
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_last_checkpoint_and_no_temporary_file(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run.pt"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.Popen([sys.executable, "-m", "invconv_cupy.flowcli", "train", "--data", "digits", "-o", run,
+                                *TINY, "--steps", "100000", "--val-every", "1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not run.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert run.exists(), process.stderr.read() if process.poll() is not None else "no checkpoint in 120 s"
+        time.sleep(0.3)  # inside later steps and checkpoint writes
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and err.endswith("invconv-flow: interrupted\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]  # no temporary file left
+    assert ckpt.load(run)["step"] >= 1

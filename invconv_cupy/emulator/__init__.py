@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import kernel_source
 from .build import KernelCompileError, asan_runtime, build, cache_dir, emulator_source
+from .environment import sanitize_from_env, seed_from_env
 
 __all__ = ["EmulatorDevice", "EmulatedFunction", "EmulatedLaunchError", "KernelCompileError", "asan_runtime",
            "cache_dir"]
@@ -170,9 +171,8 @@ class EmulatorDevice:
         #: use the 64-bit index variants whatever the sizes (tests of the int64 path)
         self.index64 = False
         self.transform = transform
-        self.sanitize = sanitize if sanitize is not None else os.environ.get("INVCONV_EMULATE_SANITIZE") or None
-        env_seed = os.environ.get("INVCONV_EMULATE_SEED")
-        self.seed = seed if seed is not None else (int(env_seed) if env_seed else None)
+        self.sanitize = sanitize if sanitize is not None else sanitize_from_env()
+        self.seed = seed if seed is not None else seed_from_env()
         self._libraries = {}
         self._functions = {}
 

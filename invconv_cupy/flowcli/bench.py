@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from invconv_cupy.cli.errors import CliError
-from invconv_cupy.cli.images import atomic_output
+from invconv_cupy.cli.output import atomic_output
 
 from .device import torch_device
 from .model import MODELS, ModelSpec, parameter_count

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from invconv_cupy.cli.device import DEVICES, _cuda_available
+from invconv_cupy.cli.device import DEVICES, cuda_problem
 from invconv_cupy.cli.errors import CliError
 
 
-def _cuda_ready() -> bool:
-    """torch sees a GPU and CuPy (which runs the adapter's CUDA kernels) can use it."""
-    return torch.cuda.is_available() and _cuda_available()
+def _cuda_problem() -> str | None:
+    """Why torch and CuPy (which runs the adapter's CUDA kernels) cannot both use a GPU, or None."""
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA GPU (torch.cuda.is_available() is False)"
+    return cuda_problem()
 
 
 def torch_device(request: str) -> torch.device:
-    """``"auto"``: CUDA when torch and CuPy both see a GPU, else the CPU.
+    """``"auto"``: CUDA when torch and CuPy can both use a GPU, else the CPU.
 
     Raises
     ------
@@ -23,9 +25,9 @@ def torch_device(request: str) -> torch.device:
     """
     if request not in DEVICES:
         raise CliError(f"--device must be one of {', '.join(DEVICES)}, got {request!r}")
-    if request == "cpu" or (request == "auto" and not _cuda_ready()):
+    problem = None if request == "cpu" else _cuda_problem()
+    if request == "cpu" or (request == "auto" and problem is not None):
         return torch.device("cpu")
-    if not _cuda_ready():
-        raise CliError("--device cuda: torch and CuPy must both see a CUDA GPU (torch.cuda.is_available() "
-                       "and cupy.cuda.is_available())")
+    if problem is not None:
+        raise CliError(f"--device cuda: {problem}")
     return torch.device("cuda")

@@ -1,8 +1,9 @@
 """``invconv-flow``: the argument parser and the entry point.
 
-Every user error (bad input, refused request, usage error) ends with exit code 2
-and one line on stderr, ``invconv-flow: error: <what is wrong>``, and no output
-file. A diverged training run exits with 1; Ctrl-C with 130.
+Every user error (bad input, refused request, usage error), a diverged training
+run and too little memory end with exit code 2 and one line on stderr,
+``invconv-flow: error: <what is wrong>``, and no new output file; Ctrl-C and
+SIGTERM with 130 and 143 (:mod:`.program`); 1 is an unexpected error (a bug).
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+import warnings
 
+import torch
+
+from invconv_cupy.cli import messages
 from invconv_cupy.cli.errors import CliError
 
 from .bench import BENCH_DEPTH
 from .data import BUILTIN
 from .device import DEVICES
 from .model import MODELS
-from .train import DEFAULTS, Diverged
-
-PROG = "invconv-flow"
+from .program import PROG
+from .train import DEFAULTS
 
 
 def _wrap(text: str) -> str:
@@ -140,21 +144,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_device(parser) -> None:
+    """--device and -v, which every command takes."""
     parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="auto: CUDA when torch and CuPy see a GPU, else CPU")
+                        help="auto: CUDA when torch and CuPy can use a GPU, else CPU")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="print each warning of the libraries used (default: one summary line)")
 
 
 def main(argv=None) -> int:
     """Run ``invconv-flow`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code.
 
+    As ``invconv-deblur``: warnings from the libraries used end a successful run
+    as one summary line (``-v``: each); a failed one shows only its error.
+
     Returns
     -------
     int
-        0 on success, 1 when training diverges, 2 for a user error (one line on
-        stderr), 130 on Ctrl-C.
+        0 on success, 2 for a user error, a diverged training run or too little
+        memory (one line on stderr), 130 on Ctrl-C.
     """
+    with warnings.catch_warnings(record=True) as caught:
+        code, verbose = _run(argv)
+    if verbose or code == 0:
+        for line in messages.warning_lines(caught, verbose):
+            print(f"{PROG}: {line}", file=sys.stderr)
+    return code
+
+
+def _run(argv) -> tuple[int, bool]:
+    """Parse and run a command; return the exit code and whether ``-v`` was given."""
+    verbose = False
     try:
         args = build_parser().parse_args(argv)
+        verbose = args.verbose
         if args.command == "train":
             from .train import run
         elif args.command == "evaluate":
@@ -167,11 +189,12 @@ def main(argv=None) -> int:
     except CliError as exc:
         message = str(exc).replace("\n", " ")
         print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
-    except Diverged as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+        return 2, verbose
+    except (MemoryError, torch.cuda.OutOfMemoryError) as exc:
+        detail = " ".join(str(exc).split()) or "an allocation failed"
+        print(f"{PROG}: error: out of memory: {detail[:300]}; try a smaller --batch", file=sys.stderr)
+        return 2, verbose
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return 130, verbose
+    return 0, verbose

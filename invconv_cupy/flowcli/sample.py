@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from invconv_cupy.cli.errors import CliError
-from invconv_cupy.cli.images import atomic_output
+from invconv_cupy.cli.output import atomic_output
 from invconv_cupy.torch.dequantization import quantize
 
 from . import checkpoint as ckpt

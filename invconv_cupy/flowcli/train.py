@@ -37,10 +37,6 @@ FIXED_BY_CHECKPOINT = ("data", "levels", "model", "scales", "depth", "hidden", "
                        "val_every", "val_fraction", "seed")
 
 
-class Diverged(RuntimeError):
-    """The loss became NaN or infinite (``main`` reports it and exits with 1)."""
-
-
 def _new_run(args) -> tuple[dict, data.Dataset]:
     """A fresh run's configuration (checked) and its data."""
     if args.data is None:
@@ -154,7 +150,8 @@ def run(args) -> None:
             loss = -model.log_prob(u, None).mean()
             if not torch.isfinite(loss):
                 kept = f"{saved[0]} holds step {saved[1]}" if saved else "no checkpoint was written"
-                raise Diverged(f"training diverged at step {step + 1} (loss {loss.item()}); {kept}")
+                raise CliError(f"training diverged at step {step + 1} (loss {loss.item()}); {kept}; "
+                               "try a lower --lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
