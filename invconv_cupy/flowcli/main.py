@@ -9,14 +9,10 @@ SIGTERM with 130 and 143 (:mod:`.program`); 1 is an unexpected error (a bug).
 from __future__ import annotations
 
 import argparse
-import sys
-import textwrap
-import warnings
 
 import torch
 
-from invconv_cupy.cli import messages
-from invconv_cupy.cli.errors import CliError
+from invconv_cupy.cli.entry import OneLineParser, run_subcommand, wrap
 
 from .bench import BENCH_DEPTH
 from .data import BUILTIN
@@ -24,17 +20,6 @@ from .device import DEVICES
 from .model import MODELS
 from .program import PROG
 from .train import DEFAULTS
-
-
-def _wrap(text: str) -> str:
-    return textwrap.fill(text, 79)
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage errors are one-line :class:`CliError`."""
-
-    def error(self, message):
-        raise CliError(f"{message} (see {self.prog} --help)")
 
 
 def _add_architecture(parser, depth: int) -> None:
@@ -50,9 +35,9 @@ def _add_architecture(parser, depth: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``invconv-flow`` parser with its ``train``, ``evaluate``, ``sample`` and ``bench`` subcommands."""
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
-        description=_wrap("Inverse-Flow: normalizing flows whose data-to-latent pass runs inverse convolutions, so "
+        description=wrap("Inverse-Flow: normalizing flows whose data-to-latent pass runs inverse convolutions, so "
                           "that sampling needs only convolutions. Train them, score them in bits per dimension, "
                           "sample them, time them against Glow and against sampling by solve."),
     )
@@ -62,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train a flow by maximum likelihood, with validation and checkpoints",
-        description=_wrap("Train a flow on dequantized images with Adam; a progress bar shows the running training "
+        description=wrap("Train a flow on dequantized images with Adam; a progress bar shows the running training "
                           "bits per dimension and the last validation score. The checkpoint (model, training "
                           "configuration, optimizer and random state) is written at every validation and at the end; "
                           "--resume continues a run exactly."),
@@ -90,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "evaluate", help="test bits per dimension: mean and confidence interval over several dequantization draws",
-        description=_wrap("Score a checkpoint on held-out images: bits per dimension for the data's number of "
+        description=wrap("Score a checkpoint on held-out images: bits per dimension for the data's number of "
                           "levels, averaged over several uniform dequantization draws, with a Student-t confidence "
                           "interval over the images."),
     )
@@ -107,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser(
         "sample", help="draw images into a PNG grid",
-        description=_wrap("Draw images from a checkpoint's flow and write them as a PNG grid with gaps between "
+        description=wrap("Draw images from a checkpoint's flow and write them as a PNG grid with gaps between "
                           "them; the temperature scales the priors' standard deviations."),
     )
     sample.add_argument("checkpoint", metavar="CHECKPOINT")
@@ -123,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench", help="time sampling and a training step: inverse_flow vs glow vs solve_sampling_flow",
-        description=_wrap("Time sampling (a batch of images from the priors through every flow) and one training "
+        description=wrap("Time sampling (a batch of images from the priors through every flow) and one training "
                           "step (log-likelihood, backward, Adam) of inverse_flow, glow and solve_sampling_flow, built "
                           "alike, at each image size; median of --repeats after a warm-up, with the ratios "
                           "inverse_flow/glow and inverse_flow/solve_sampling_flow. Defaults: the paper's L=2, K=16, "
@@ -154,8 +139,9 @@ def _add_device(parser) -> None:
 def main(argv=None) -> int:
     """Run ``invconv-flow`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code.
 
-    As ``invconv-deblur``: warnings from the libraries used end a successful run
-    as one summary line (``-v``: each); a failed one shows only its error.
+    As ``invconv-deblur`` (:func:`invconv_cupy.cli.entry.run_subcommand`): warnings
+    from the libraries used end a successful run as one summary line (``-v``:
+    each); a failed one shows only its error.
 
     Returns
     -------
@@ -163,38 +149,5 @@ def main(argv=None) -> int:
         0 on success, 2 for a user error, a diverged training run or too little
         memory (one line on stderr), 130 on Ctrl-C.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        code, verbose = _run(argv)
-    if verbose or code == 0:
-        for line in messages.warning_lines(caught, verbose):
-            print(f"{PROG}: {line}", file=sys.stderr)
-    return code
-
-
-def _run(argv) -> tuple[int, bool]:
-    """Parse and run a command; return the exit code and whether ``-v`` was given."""
-    verbose = False
-    try:
-        args = build_parser().parse_args(argv)
-        verbose = args.verbose
-        if args.command == "train":
-            from .train import run
-        elif args.command == "evaluate":
-            from .evaluate import run
-        elif args.command == "sample":
-            from .sample import run
-        else:
-            from .bench import run
-        run(args)
-    except CliError as exc:
-        message = str(exc).replace("\n", " ")
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2, verbose
-    except (MemoryError, torch.cuda.OutOfMemoryError) as exc:
-        detail = " ".join(str(exc).split()) or "an allocation failed"
-        print(f"{PROG}: error: out of memory: {detail[:300]}; try a smaller --batch", file=sys.stderr)
-        return 2, verbose
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130, verbose
-    return 0, verbose
+    return run_subcommand(PROG, argv, build_parser, __package__,
+                          memory_errors=(MemoryError, torch.cuda.OutOfMemoryError), memory_hint="try a smaller --batch")
