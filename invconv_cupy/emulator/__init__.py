@@ -186,13 +186,9 @@ def _blocks(name, value):
 
 
 def _flag(name, value):
-    if isinstance(value, str):
-        if value not in ("0", "1"):
-            raise ValueError(f"{name} must be 0 or 1, got {value!r}")
-        return value == "1"
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
+    if isinstance(value, (bool, np.bool_)) or value in ("0", "1"):
+        return value in (True, "1")
+    raise ValueError(f"{name} must be True or False (1 or 0), got {value!r}")
 
 
 def _seconds(name, value):
