@@ -7,11 +7,12 @@
 // How a launch runs
 // - Blocks run concurrently: `concurrent_blocks` worker OS threads (the
 //   launch's setting, at most the grid size) each take the next block of a
-//   shuffled order until none is left, so blocks may wait on each other's
-//   flags as long as the kernel guarantees progress with any number of
-//   resident blocks (as CUDA requires). Static __shared__ variables are per
-//   worker (thread_local), so per block; dynamic shared memory is filled with
-//   0xFF bytes (NaN in float and double) before every block.
+//   shuffled order until none is left (the first wave starts together), so
+//   blocks may wait on each other's flags as long as the kernel guarantees
+//   progress with any number of resident blocks (as CUDA requires). Static
+//   __shared__ variables are per worker (thread_local), so per block; dynamic
+//   shared memory is filled with 0xFF bytes (NaN in float and double) before
+//   every block.
 // - The threads of a block are fibers (user-level contexts) on their worker:
 //   a thread runs until it calls a built-in that waits (__syncthreads, a warp
 //   intrinsic, a spinning load) and the block's scheduler then resumes a
@@ -31,7 +32,8 @@
 //   sequentially consistent fence; ic_load_acquire / ic_store_release (and
 //   their relaxed forms) are the flag accesses (common.cuh defines them for
 //   NVRTC). Load-like built-ins that keep reading without the thread writing
-//   anything yield (a spin-wait lets the other threads run).
+//   anything yield (a spin-wait lets the other threads run); a block whose
+//   threads all spin lets its worker sleep, backing off up to 0.5 ms.
 // - Errors (the checks above, a deadlock, a misaligned typed access when the
 //   library is built with -fsanitize=alignment, __trap(), the watchdog) stop
 //   the launch; the launcher returns the message and Python raises it.
@@ -39,15 +41,17 @@
 //   completes, a thread exits, a store or changing atomic) for
 //   Launch::watchdog_ms while every worker waits or spins in built-ins, the
 //   launch stops with a report of where each block's threads are.
-// - Race mode (Launch::flags bit 0): every built-in call may also yield to
-//   another thread of the block, and workers sleep at random, so missing
-//   barriers, warp syncs and flag waits show up as wrong results.
+// - Race mode (Launch::flags bit 0): every built-in call may also switch to
+//   another thread of the block, yield the worker's core or sleep, at random,
+//   so missing barriers, warp syncs and flag waits show up as wrong results.
 // - Sanitizers: AddressSanitizer (-fsanitize=address) and ThreadSanitizer
 //   (-fsanitize=thread) know about the fibers. Under ThreadSanitizer every
 //   block runs on a fresh OS thread, each CUDA thread is a TSan fiber, and
-//   barriers, warp intrinsics and fences are the only happens-before edges
-//   between threads: a missing __syncthreads, __syncwarp, fence or flag wait
-//   is reported as a data race whatever the timing.
+//   the only happens-before edges between threads are barriers, warp
+//   intrinsics, and fences with the flag accesses and atomics between them
+//   as C++ defines them (FenceModel): a missing __syncthreads, __syncwarp,
+//   fence or flag wait is a data race report, whatever the timing, when the
+//   racing accesses both happen (use race mode, so that blocks interleave).
 //
 // Supported: threadIdx, blockIdx, blockDim, gridDim (x, y, z), warpSize;
 // __global__, __device__, __host__, __forceinline__, __noinline__,

@@ -5,15 +5,17 @@ CUDA's documented semantics. The same kernels compile with NVRTC (the PTX holds 
 intended instructions), and the value tests run on a GPU under the ``gpu`` marker.
 """
 
+import ctypes
 import re
 import threading
 
 import numpy as np
 import pytest
 
-from emulator_kernels import SOURCE, cupy_functions, emulator, full_source, run_wavefront
+from emulator_kernels import FAMILY, SOURCE, cupy_functions, emulator, full_source, run_wavefront, with_test_kernels
 from invconv_cupy import kernel_source
-from invconv_cupy.emulator import EmulatedKernelError, EmulatorDevice
+from invconv_cupy.emulator import EmulatedFunction, EmulatedKernelError, EmulatorDevice
+from invconv_cupy.emulator.build import build, emulator_source
 from kernel_backends import KERNEL_BACKENDS
 
 FULL = 0xFFFFFFFF
@@ -129,6 +131,18 @@ def test_static_shared_memory_is_per_block():
     out, arrived = np.full(4 * 64, np.nan), np.zeros(1, np.uint32)
     emulator(concurrent_blocks=4)("emu_static_shared")((4,), (64,), (out, arrived))
     np.testing.assert_array_equal(out, (np.arange(4)[:, None] * 1000.0 + (np.arange(64) + 1) % 64).ravel())
+
+
+def test_portable_context_switch(rng):
+    """Off x86-64 the fibers switch with ucontext: the same kernels run that way too."""
+    text = with_test_kernels(kernel_source.source(FAMILY, "float64", "int32"))
+    entries = kernel_source.find_entry_points(text)
+    library = ctypes.CDLL(str(build("#define IC_EMU_UCONTEXT 1\n" + emulator_source(text, entries))))
+    device = EmulatorDevice(race=True)
+    got, want = run_wavefront(lambda name: EmulatedFunction(device, library, name), rng)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    with pytest.raises(EmulatedKernelError, match="__trap"):
+        EmulatedFunction(device, library, "emu_warp_misuse")((1,), (64,), (np.zeros(64), np.int32(5)))
 
 
 def _within(seconds, call):
