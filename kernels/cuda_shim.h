@@ -87,7 +87,6 @@
 #include <string>
 #include <thread>
 #include <type_traits>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 #include <sys/mman.h>
@@ -102,6 +101,7 @@
 #endif
 #ifdef __SANITIZE_THREAD__
 #include <sanitizer/tsan_interface.h>
+#include <unordered_map>
 // The runtime's annotations that <sanitizer/tsan_interface.h> does not declare.
 extern "C" void __tsan_ignore_thread_begin();
 extern "C" void __tsan_ignore_thread_end();
@@ -1564,8 +1564,10 @@ inline unsigned long long __brevll(unsigned long long x)
     return (static_cast<unsigned long long>(__brev(unsigned(x))) << 32) | __brev(unsigned(x >> 32));
 }
 
-// Alignment checks: the library is built with -fsanitize=alignment and this handler
-// (GCC's UBSan calling convention) turns a misaligned typed access into a launch error.
+// Alignment checks: the library is built with -fsanitize=alignment
+// -fno-sanitize-recover=alignment (a handler that does not return compiles to less code),
+// and this handler (GCC's UBSan calling convention) turns a misaligned typed access into
+// a launch error.
 namespace ic_emu::ubsan {
 struct SourceLocation {
     const char* file;
@@ -1584,7 +1586,7 @@ struct TypeMismatchData {
 
 // Not inline: the compiler's calls to it are not uses the front end sees. One definition per
 // library (the shim is in exactly one translation unit).
-extern "C" __attribute__((visibility("protected"))) void __ubsan_handle_type_mismatch_v1(
+extern "C" __attribute__((visibility("protected"), noreturn)) void __ubsan_handle_type_mismatch_v1_abort(
     ic_emu::ubsan::TypeMismatchData* data, std::uintptr_t pointer)
 {
     static const char* const kinds[] = {"load", "store", "reference binding", "member access", "member call",

@@ -8,8 +8,8 @@ compiles into its own temporary file and renames it into place, so concurrent
 processes never see a half-written library.
 
 ``$CXX`` names the compiler (default ``g++``). Every library checks the
-alignment of typed accesses (``-fsanitize=alignment``; the shim turns a report
-into a launch error). ``sanitize="address"`` adds AddressSanitizer,
+alignment of typed accesses (``-fsanitize=alignment``; the shim's handler turns
+a report into a launch error). ``sanitize="address"`` adds AddressSanitizer,
 ``sanitize="thread"`` ThreadSanitizer; such a library loads only into a process
 started with ``LD_PRELOAD`` of the compiler's runtime (see :func:`sanitizer_runtime`).
 """
@@ -25,7 +25,8 @@ from pathlib import Path
 
 from .. import kernel_source
 
-FLAGS = ("-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fsanitize=alignment")
+FLAGS = ("-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fsanitize=alignment",
+         "-fno-sanitize-recover=alignment")
 SANITIZE_FLAGS = {"address": ("-fsanitize=address", "-fno-omit-frame-pointer", "-g"),
                   "thread": ("-fsanitize=thread", "-fno-omit-frame-pointer", "-g")}
 _RUNTIMES = {"address": "libasan.so", "thread": "libtsan.so"}
