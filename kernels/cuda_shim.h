@@ -559,8 +559,6 @@ struct Block {
         if (stacks) give_stacks(std::move(stacks));
     }
 
-    Fiber& fiber_at(unsigned warp, unsigned lane) { return fibers[warp * kWarp + lane]; }
-
     void note_progress()
     {
         ++progress;
@@ -729,7 +727,8 @@ struct Block {
             if (!same)
                 fail(f, str(s) + " (mask " + hex(mask) + ") while lane " + std::to_string(lane) + " waits in " +
                             str(p.site) + " (mask " + hex(p.mask) +
-                            "): the lanes of one mask must call the same intrinsic with the same mask at the same place");
+                            "): the lanes of one mask must call the same intrinsic with the same mask at the "
+                            "same place");
         }
         f->state = State::warp;
         f->site = s;

@@ -250,8 +250,8 @@ def test_settings_are_checked(monkeypatch):
 # Each built-in compiles to the instruction it stands for (NVRTC, no GPU needed).
 PTX_INSTRUCTIONS = ["shfl.sync.bfly.b32", "shfl.sync.down.b32", "shfl.sync.up.b32", "shfl.sync.idx.b32",
                     "vote.sync.ballot.b32", "vote.sync.any.pred", "vote.sync.all.pred", "bar.warp.sync",
-                    "activemask.b32", "bar.red.popc.u32", "bar.red.and.pred", "bar.red.or.pred", "ld.volatile.global.u32",
-                    "st.volatile.global.u32", "ld.global.cg", "atom.global.or.b32", "atom.global.inc.u32",
+                    "activemask.b32", "bar.red.popc.u32", "bar.red.and.pred", "bar.red.or.pred",
+                    "ld.volatile.global.u32", "st.volatile.global.u32", "ld.global.cg", "atom.global.or.b32", "atom.global.inc.u32",
                     "atom.global.cas.b32", "trap"]
 
 

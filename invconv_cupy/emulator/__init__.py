@@ -59,7 +59,8 @@ import threading
 import numpy as np
 
 from .. import kernel_source
-from .build import SANITIZE_FLAGS, KernelCompileError, asan_runtime, build, cache_dir, emulator_source, sanitizer_runtime
+from .build import (SANITIZE_FLAGS, KernelCompileError, asan_runtime, build, cache_dir, emulator_source,
+                    sanitizer_runtime)
 
 __all__ = ["EmulatorDevice", "EmulatedFunction", "EmulatedLaunchError", "EmulatedKernelError", "KernelCompileError",
            "asan_runtime", "sanitizer_runtime", "cache_dir"]
