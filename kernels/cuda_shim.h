@@ -1,8 +1,11 @@
+#line 2 "cuda_shim.h"
 // cuda_shim.h: CUDA built-ins for a host C++ compiler (the "emulate" backend).
 //
 // The emulator (invconv_cupy/emulator) compiles
 //     cuda_shim.h + generated preamble + common.cuh + <family>.cu + generated launchers
 // with g++ -std=c++20 into one shared library per family, dtype and index type.
+// (The #line above: file names end up in the library, in alignment checks and the call
+// sites of built-ins, so a build must not depend on the folder it is compiled in.)
 //
 // How a launch runs
 // - Blocks run concurrently: `concurrent_blocks` worker OS threads (the
