@@ -144,6 +144,7 @@ def _bad_inputs(tmp, trained, npz):
         (["train", "--data", "digits", "-o", out, "--lr", "-1"], "--lr must be a positive"),
         (["train", "--data", "digits", "-o", out, "--model", "realnvp"], "invalid choice"),
         (["train", "--data", npz, "-o", out, "--val-fraction", 1.5], "--val-fraction must be between"),
+        (["train", "--data", "digits", "-o", out, "--val-fraction", 0.2], "has its own validation split"),
         (["train", "--resume", tmp / "missing.pt"], "does not exist"),
         (["train", "--resume", tmp / "junk.pt"], "cannot read checkpoint"),
         (["train", "--resume", trained, "--hidden", 16], "--hidden cannot be given with --resume"),

@@ -41,6 +41,8 @@ def _new_run(args) -> tuple[dict, data.Dataset]:
     """A fresh run's configuration (checked) and its data."""
     if args.data is None:
         raise CliError("train needs --data (or --resume CHECKPOINT)")
+    if args.data in data.BUILTIN and args.val_fraction is not None:
+        raise CliError(f"--val-fraction applies to your own data; {args.data} has its own validation split")
     for name, value in DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
