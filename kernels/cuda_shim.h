@@ -14,15 +14,18 @@
 // IC_DYNAMIC_SHARED; __syncthreads, __threadfence, __threadfence_block;
 // atomicAdd, atomicSub, atomicExch, atomicMin, atomicMax, atomicCAS on int,
 // unsigned, unsigned long long (atomicAdd also on float and double); __ldg;
-// min, max and the <cmath> functions (sqrt, exp, log, fabs, fma, ...).
-// Not supported: warp intrinsics (__shfl*, __ballot*, ...), cooperative groups,
-// inline PTX, texture objects.
+// min, max and the <cmath> functions (sqrt, exp, log, fabs, fma, ...);
+// __shfl_xor_sync (the lanes of its mask exchange values; a lane outside its
+// own mask aborts).
+// Not supported: other warp intrinsics (__shfl_sync, __ballot*, ...), cooperative
+// groups, inline PTX, texture objects.
 #include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <numeric>
@@ -65,7 +68,55 @@ inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 namespace ic_emu {
 inline thread_local unsigned char* dynamic_shared = nullptr;
 inline thread_local std::barrier<>* block_barrier = nullptr;
+
+// Warp shuffles between OS threads: each thread of the block has a slot; the
+// n-th shuffle of a lane posts its value as round n, reads its source lane's
+// round-n value, then marks round n consumed. A lane overwrites its slot only
+// once every lane of the mask has consumed the previous round.
+struct WarpLane {
+    std::atomic<std::uint64_t> posted{0}, consumed{0};
+    std::uint64_t bits = 0;
+};
+inline thread_local WarpLane* warp_lanes = nullptr;   // the block's slots
+inline thread_local std::uint64_t warp_rounds = 0;    // this thread's shuffles so far in the block
+
+inline void wait_at_least(const std::atomic<std::uint64_t>& counter, std::uint64_t value)
+{
+    while (counter.load(std::memory_order_acquire) < value) std::this_thread::yield();
+}
+
+template <class T> T shuffle(unsigned mask, T value, unsigned source_lane)
+{
+    static_assert(sizeof(T) <= sizeof(std::uint64_t) && std::is_trivially_copyable_v<T>);
+    const unsigned me = (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
+    const unsigned base = me & ~31u, lane = me & 31u;
+    if (!(mask >> lane & 1u) || !(mask >> (source_lane & 31u) & 1u)) {
+        std::fprintf(stderr, "emulated warp shuffle: lane %u with mask 0x%08x reads lane %u outside the mask\n", lane,
+                     mask, source_lane & 31u);
+        std::abort();
+    }
+    const std::uint64_t round = ++warp_rounds;
+    for (unsigned j = 0; j < 32; ++j)
+        if (mask >> j & 1u) wait_at_least(warp_lanes[base + j].consumed, round - 1);
+    WarpLane& mine = warp_lanes[me];
+    mine.bits = 0;
+    std::memcpy(&mine.bits, &value, sizeof(T));
+    mine.posted.store(round, std::memory_order_release);
+    const WarpLane& source = warp_lanes[base + (source_lane & 31u)];
+    wait_at_least(source.posted, round);
+    T out;
+    std::memcpy(&out, &source.bits, sizeof(T));
+    mine.consumed.store(round, std::memory_order_release);
+    return out;
+}
 }  // namespace ic_emu
+
+template <class T> inline T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32)
+{
+    const unsigned lane = ((threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x) & 31u;
+    const unsigned segment = lane & ~unsigned(width - 1);
+    return ic_emu::shuffle(mask, value, segment | ((lane ^ unsigned(lane_mask)) & unsigned(width - 1)));
+}
 
 #define IC_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(ic_emu::dynamic_shared)
 
@@ -137,6 +188,7 @@ template <class Body> void run(const Launch& L, Body body)
         static_cast<unsigned char*>(std::aligned_alloc(64, (shared_size + 63) / 64 * 64)), &std::free);
     std::barrier<> start(std::ptrdiff_t(nthreads + 1)), done(std::ptrdiff_t(nthreads + 1));
     std::unique_ptr<std::barrier<>> barrier;
+    std::unique_ptr<WarpLane[]> lanes;
     dim3 current;
     bool quit = false;
 
@@ -153,6 +205,8 @@ template <class Body> void run(const Launch& L, Body body)
                 if (quit) return;
                 blockIdx = current;
                 block_barrier = barrier.get();
+                warp_lanes = lanes.get();
+                warp_rounds = 0;
                 body();
                 block_barrier->arrive_and_drop();
                 done.arrive_and_wait();
@@ -163,6 +217,7 @@ template <class Body> void run(const Launch& L, Body body)
         current = unflatten(k, grid);
         std::memset(shared.get(), 0xFF, shared_size);
         barrier = std::make_unique<std::barrier<>>(std::ptrdiff_t(nthreads));
+        lanes = std::make_unique<WarpLane[]>((nthreads + 31) / 32 * 32);
         start.arrive_and_wait();
         done.arrive_and_wait();
     }
