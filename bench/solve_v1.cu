@@ -1,4 +1,4 @@
-// solve.cu: the triangular solve x = T^-1 y, and the transposed solve T^-T g.
+// solve_v1.cu: the v1 solve kernel (the benchmark baseline solve_v1; launched by bench/solve_v1.py).
 //
 // Arrays are C-contiguous: images (B, C, H, W), weight (C, C, KH, KW).
 //
@@ -102,7 +102,7 @@ extern "C" __global__ void solve_prepare(
     ic_solve_prepare_taps(wbuf, ainv, prepared, C, Cp, PH * PW, transpose);
 }
 
-// Global loads in flight per thread while staging a tile (kernel_solve.py's
+// Global loads in flight per thread while staging a tile (solve_v1.py's
 // STAGE_BATCH mirrors it to size blocks).
 #define IC_SOLVE_BATCH 16
 

@@ -79,7 +79,20 @@ def test_solve_and_transposed_solve_match_the_oracle_on_every_path(rng, path, dt
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_images_of_many_tiles(rng, path, orientation):
     how = _check_paths(rng, (2, 3, 9, 11, 3, 2), orientation, np.float64, path)
-    assert how.tiles_h * how.tiles_w == 5 * 6 and how.launches == 5 + 6 - 1 + PATHS[path][1]
+    assert how.tiles_h * how.tiles_w == 5 * 6 and how.launches == 2 and how.grid > 1
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_persistent_grid_smaller_than_the_tiles(rng, blocks):
+    """Fewer blocks than tiles: each block claims tiles until none is left, in dependency order,
+    so any grid finishes (one block solves every tile of every image in turn)."""
+    B, C, H, W, KH, KW = 3, 2, 7, 5, 3, 3
+    w = make_weight(rng, C, KH, KW, "BL")
+    y = rng.standard_normal((B, C, H, W))
+    x = kernel_solve.solve(device(), y, w, parse_orientation("BL"), max_tile=2, max_blocks=blocks)
+    assert_close(x, Dense(w, H, W, "BL").solve(y), np.float64)
+    assert kernel_solve.plan((B, C, H, W), (KH, KW), 8, shared_limit=227 * 1024, max_threads=64, max_tile=2,
+                             max_blocks=blocks).grid == blocks
 
 
 @pytest.mark.parametrize("outputs", kernel_solve.OUTPUTS_PER_THREAD)
@@ -88,6 +101,22 @@ def test_every_outputs_per_thread_variant(rng, outputs, channels):
     for path in ("single", "tiled"):
         how = _check_paths(rng, (2, channels, 4, 5, 2, 3), "BR", np.float64, path, outputs_per_thread=outputs)
         assert how.outputs_per_thread == outputs
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8, 16, 32])
+def test_every_lane_split(rng, lanes):
+    """L lanes per (pixel, output group), split over taps and channels, summed by warp shuffles;
+    32 lanes is a whole warp (its teams span two warps here: 2 groups x 32 lanes)."""
+    B, C, H, W, KH, KW = 2, 3, 5, 4, 3, 3
+    how = kernel_solve.plan((B, C, H, W), (KH, KW), 8, shared_limit=227 * 1024, max_threads=64,
+                            outputs_per_thread=2, lanes=lanes)
+    assert how.lanes == lanes and how.tap_lanes * how.channel_lanes == lanes and how.channel_lanes <= 2
+    for transpose in (False, True):
+        w = make_weight(rng, C, KH, KW, "TR")
+        y = rng.standard_normal((B, C, H, W))
+        dense = Dense(w, H, W, "TR")
+        x = kernel_solve.solve(device(), y, w, parse_orientation("TR"), transpose, outputs_per_thread=2, lanes=lanes)
+        assert_close(x, _transposed_solve(dense, y) if transpose else dense.solve(y), np.float64)
 
 
 def test_64_bit_index_variant(rng):
@@ -141,36 +170,53 @@ def test_inputs_untouched_and_strided_inputs(rng):
 class TestPlan:
     H200 = 227 * 1024
 
-    def test_headline_case_is_one_launch_past_48_kib(self):
+    def test_headline_case_is_one_tile_per_image_with_a_team_per_pixel(self):
         how = kernel_solve.plan((100, 12, 32, 32), (3, 3), 4, shared_limit=self.H200)
-        assert how.launches == 1 and not how.matrices_in_global
+        assert how.tiles_h * how.tiles_w == 1 and how.grid == 100 and not how.matrices_in_global
+        assert (how.outputs_per_thread, how.lanes, how.team) == (4, 8, 24)   # 3 output groups x 8 lanes
+        assert how.threads == 32 * how.team == 768                            # the 32 pixels of the longest diagonal
         assert 48 * 1024 < how.shared_bytes <= self.H200
 
-    def test_large_image_is_tiled_with_one_launch_per_tile_diagonal(self):
-        how = kernel_solve.plan((1, 3, 4096, 4096), (3, 3), 4, shared_limit=self.H200)
+    def test_large_image_is_one_persistent_launch_over_tiles(self):
+        how = kernel_solve.plan((1, 3, 2048, 2048), (3, 3), 4, shared_limit=self.H200)
         assert (how.tile_h, how.tile_w) == (kernel_solve.MAX_TILE,) * 2 and not how.matrices_in_global
-        assert how.launches == 2 * 4096 // kernel_solve.MAX_TILE - 1
+        assert how.launches == 2 and how.tiles_h == how.tiles_w == 2048 // kernel_solve.MAX_TILE
+        assert how.grid == kernel_solve.DEFAULT_SMS * 2   # two 768-thread blocks per SM, every SM busy
         assert how.shared_bytes <= self.H200
 
     def test_many_channels_put_the_matrices_in_global_memory(self):
         how = kernel_solve.plan((8, 96, 8, 8), (3, 3), 8, shared_limit=self.H200)
-        assert how.matrices_in_global and how.launches == 2 and how.shared_bytes <= self.H200
+        assert how.matrices_in_global and how.tiles_h * how.tiles_w == 1 and how.shared_bytes <= self.H200
 
-    def test_threads_cover_a_diagonal(self):
-        for C, H in ((12, 32), (48, 16), (3, 4)):
-            how = kernel_solve.plan((4, C, H, H), (3, 3), 4, shared_limit=self.H200, outputs_per_thread=2)
-            assert how.threads % 32 == 0 and 32 <= how.threads <= kernel_solve.MAX_THREADS
-            assert how.threads >= min(kernel_solve.MAX_THREADS, H * -(-C // 2))
+    def test_lanes_follow_channels_and_the_diagonal(self):
+        """L doubles until a warp, the inputs ((taps-1)*C) or a block of teams for the longest
+        diagonal would be exceeded; the block holds a team per pixel of that diagonal when it can."""
+        for C, H in ((12, 32), (48, 16), (3, 64), (1, 4), (5, 9)):
+            how = kernel_solve.plan((4, C, H, H), (3, 3), 4, shared_limit=self.H200)
+            groups = -(-C // how.outputs_per_thread)
+            assert how.team == groups * how.lanes and how.channel_lanes <= C
+            wider = 2 * how.lanes
+            assert wider > kernel_solve.MAX_LANES or wider > 8 * C or H * groups * wider > kernel_solve.MAX_THREADS
+            assert how.threads % 32 == 0 and how.threads >= min(H, kernel_solve.MAX_THREADS // how.team) * how.team
+
+    def test_matrix_rows_and_tile_channels_have_conflict_free_strides(self):
+        for C in range(1, 40):
+            how = kernel_solve.plan((1, C, 9, 9), (3, 3), 4, shared_limit=self.H200)
+            G = how.outputs_per_thread
+            assert how.mat_stride % G == 0 and (how.mat_stride // G) % 2 == 1 and how.mat_stride >= C
+            assert how.channel_stride % 2 == 1
 
     def test_impossible_sizes_raise(self):
         with pytest.raises(ValueError, match="shared memory.*backend='numpy'"):
             kernel_solve.plan((1, 4096, 8, 8), (3, 3), 8, shared_limit=48 * 1024)
         with pytest.raises(ValueError, match="outputs_per_thread"):
             kernel_solve.plan((1, 3, 8, 8), (3, 3), 8, shared_limit=self.H200, outputs_per_thread=3)
+        with pytest.raises(ValueError, match="lanes"):
+            kernel_solve.plan((1, 3, 8, 8), (3, 3), 8, shared_limit=self.H200, lanes=3)
 
 
 def test_outputs_per_thread_matches_the_kernel_entry_points():
     from invconv_cupy import kernel_source
 
     entries = kernel_source.entry_points("solve")
-    assert {f"solve_tiles_g{G}" for G in kernel_solve.OUTPUTS_PER_THREAD} <= set(entries)
+    assert {f"solve_wavefront_g{G}" for G in kernel_solve.OUTPUTS_PER_THREAD} <= set(entries)
