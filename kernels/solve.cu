@@ -73,7 +73,7 @@ extern "C" __global__ void solve_prepare(
             column[r] = s / ic_solve_anchor(w, C, KH, KW, a0, e0, r, r);
         }
     }
-    __syncthreads();
+    __syncthreads();   // A^-1 is formed
 
     // Rows R < C of the output are zmat's, the others mat's; a block per row,
     // a thread per column (consecutive columns: coalesced stores).
@@ -241,7 +241,7 @@ __device__ __forceinline__ void ic_solve_steps(const ic_solve_geometry& q, const
                 for (int i = 0; i < G; ++i)
                     if (q.g * G + i < q.C) img[(q.g * G + i) * q.chan + pix] += acc[i];
         }
-        __syncthreads();
+        __syncthreads();   // the step's pixels are written
     }
 }
 
@@ -311,7 +311,7 @@ __device__ void ic_solve_wavefront(
     const int reach_h = (PH - 2 + TH) / TH, reach_w = (PW - 2 + TW) / TW;   // tiles the halo reaches into
     for (;;) {
         if (threadIdx.x == 0) *claimed = atomicAdd(work, 1);
-        __syncthreads();   // also: the previous tile's shared data is no longer read
+        __syncthreads();   // the claim is shared; the previous tile is no longer read
         const int k = *claimed;
         if (k >= total) return;
         int b, ti, tj;
@@ -325,24 +325,24 @@ __device__ void ic_solve_wavefront(
             if (ti - dy >= 0 && tj - dx >= 0) {
                 const int* flag = flags + (ti - dy) * tiles_w + (tj - dx);
                 while (ic_solve_flag_load(flag) == 0) {}
-                __threadfence();
+                __threadfence();   // acquire: the flag's tile before the halo loads
             }
         }
-        __syncthreads();
+        __syncthreads();   // every tile the halo reads is ready
 
         const int u0 = ti * TH, v0 = tj * TW;
         const int th = min(TH, H - u0), tw = min(TW, W - v0);
         const ic_index image = (ic_index)b * C * hw;
         ic_solve_stage(q, y + image, x + image, img, u0, v0);
-        __syncthreads();
+        __syncthreads();   // the tile is staged
         ic_solve_anchor_pass(q, zmat, img, th, tw);
-        __syncthreads();
+        __syncthreads();   // z is formed
         if (q.taps > 1) ic_solve_steps<G>(q, mat, tap_offset, img, th, tw);
         ic_solve_write_back(q, x + image, img, u0, v0, th, tw);
 
         // Release: every writer's fence, then the flag.
-        __threadfence();
-        __syncthreads();
+        __threadfence();   // release: this thread's pixels before the flag
+        __syncthreads();   // every pixel of the tile is written
         if (threadIdx.x == 0) atomicExch(flags + ti * tiles_w + tj, 1);
     }
 }

@@ -220,3 +220,33 @@ def test_outputs_per_thread_matches_the_kernel_entry_points():
 
     entries = kernel_source.entry_points("solve")
     assert {f"solve_wavefront_g{G}" for G in kernel_solve.OUTPUTS_PER_THREAD} <= set(entries)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_prepare_writes_every_matrix_once_and_zeroes_the_work_counters(rng, transpose):
+    """solve_prepare alone, on several blocks (a block per output row, each forming A^-1 itself),
+    against NumPy: zmat = F_0^-1, mat rows = M_t = -F_0^-1 F_t (zero past C), work zeroed."""
+    C, KH, KW, orientation = 5, 2, 3, "BL"
+    orient = parse_orientation(orientation)
+    w = make_weight(rng, C, KH, KW, orientation)
+    how = kernel_solve.plan((1, C, 4, 4), (KH, KW), 8, shared_limit=227 * 1024, max_threads=64)
+    MS, taps = how.mat_stride, KH * KW
+    zmat, mat = np.full(C * C, np.nan), np.full((taps - 1) * C * MS, np.nan)
+    work = np.full(37, -7, np.int32)
+    fn = device().function("solve", "solve_prepare", "float64", "int32")
+    i32 = np.int32
+    fn((how.prepare_grid,), (how.prepare_threads,),
+       (w, zmat, mat, work, i32(work.size), i32(C), i32(MS), i32(KH), i32(KW), i32(KH), i32(KW), i32(orient.flip_h),
+        i32(orient.flip_w), i32(transpose)), shared_mem=how.prepare_shared_bytes)
+    assert how.prepare_grid > 1 and (work == 0).all()
+    # frame tap t = p*KW + q is the physical tap (p, KW-1-q) for BL (flip_h, not flip_w)
+    taps_f = [w[:, :, p, KW - 1 - q] for p in range(KH) for q in range(KW)]
+    if transpose:
+        taps_f = [f.T for f in taps_f]
+    anchor = np.tril(w[:, :, 0, KW - 1])
+    inverse = np.linalg.inv(anchor.T if transpose else anchor)
+    np.testing.assert_allclose(zmat.reshape(C, C), inverse, atol=1e-12)
+    rows = mat.reshape(taps - 1, C, MS)   # rows[t-1, c, o] = M_t[o, c]
+    for t in range(1, taps):
+        np.testing.assert_allclose(rows[t - 1, :, :C], (-inverse @ taps_f[t]).T, atol=1e-12)
+    assert (rows[:, :, C:] == 0).all()
