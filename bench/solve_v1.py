@@ -188,8 +188,8 @@ def solve(device, y, w, orient, transpose: bool = False, *, max_tile=None,
 
 def source(dtype: str, index: str) -> str:
     """The v1 kernel text for ``dtype`` and ``index``, assembled like a family of ``kernels/``."""
-    return "\n".join((kernel_source.preamble(dtype, index), kernel_source.read("common.cuh"),
-                      _SOURCE.read_text(encoding="utf-8")))
+    return "\n".join((kernel_source.preamble(dtype, index), '#line 1 "common.cuh"', kernel_source.read("common.cuh"),
+                      '#line 1 "solve_v1.cu"', _SOURCE.read_text(encoding="utf-8")))
 
 
 class V1Device:

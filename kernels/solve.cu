@@ -29,10 +29,11 @@
 //    halo reads, stage the tile with its halo in shared memory, and run the
 //    tile's anti-diagonals with one __syncthreads() per step. A step splits
 //    each pixel's dot products over a team of Gc x L threads: Gc = ceil(C/G)
-//    groups of G outputs, and L lanes (Lt over taps x Lc over channels, L a
-//    power of two) that each take a share of the (taps-1)*C inputs and are
-//    summed by warp shuffles. Whole images that fit in shared memory are one
-//    tile each.
+//    groups of G outputs, and L lanes (a power of two) that take every L-th of
+//    the K = (taps-1)*C inputs and are summed by warp shuffles. The inputs'
+//    offsets in the staged tile are a table in shared memory, so the hot loop
+//    is two loads of x and its offset, one vector load of G matrix entries and
+//    G FMAs. Whole images that fit in shared memory are one tile each.
 //
 // Memory order between blocks of one wavefront launch: a block writes its
 // tile to x, every thread runs __threadfence(), __syncthreads(), then one
@@ -133,8 +134,8 @@ struct ic_solve_geometry {
     int C, H, W, PH, PW, fh, fw, transpose;
     int TH, TW, tiles_h, tiles_w, MS, chan;   // chan: channel stride of the staged tile (odd)
     int EH, EW, taps;
-    int L, Lt, Lc, team, teams;               // lanes, their split, threads per pixel, pixels per step
-    int my_team, g, l, lt, lc;                // this thread's place in a team
+    int K, L, team, teams;                    // inputs, lanes, threads per pixel, pixels per step
+    int my_team, g, l;                        // this thread's place in a team
 };
 
 // Stage tile rows into shared memory: staged row R = c*EH + r of the extended
@@ -190,7 +191,7 @@ __device__ void ic_solve_write_back(const ic_solve_geometry& q, ic_real* xb, con
 
 // z = F_0^-1 y in place for the tile's pixels, a warp per row, a lane per pixel:
 // descending o for the lower A^-1 (z[o] needs y[c <= o]), ascending for A^-T.
-__device__ void ic_solve_anchor_pass(const ic_solve_geometry& q, const ic_real* zmat, ic_real* img, int th, int tw)
+__device__ __forceinline__ void ic_solve_anchor_pass(const ic_solve_geometry& q, const ic_real* zmat, ic_real* img, int th, int tw)
 {
     const int warps = blockDim.x >> 5, lane = threadIdx.x & 31;
     for (int r = threadIdx.x >> 5; r < th; r += warps) {
@@ -208,32 +209,33 @@ __device__ void ic_solve_anchor_pass(const ic_solve_geometry& q, const ic_real* 
 }
 
 // The wavefront over one staged tile: x = z + sum_{t != 0} M_t x(neighbour t).
-// Team member (g, lt, lc) takes inputs (t, c) with t = 1 + lt (mod Lt) and
-// c = lc (mod Lc); the L lanes of a (pixel, g) are consecutive threads, L-aligned
-// in a warp, and their partial sums meet by xor shuffles; lane 0 adds them to z.
+// Team member (g, l) takes the inputs k = l (mod L), k = (t-1)*C + c: x at
+// pix + input_offset[k] and the G entries mat[k*MS + g*G ..]. The L lanes of a
+// (pixel, g) are consecutive threads, L-aligned in a warp; their partial sums
+// meet by xor shuffles and lane 0 adds them to z.
 template <int G>
-__device__ __forceinline__ void ic_solve_steps(const ic_solve_geometry& q, const ic_real* mat, const int* tap_offset,
+__device__ __forceinline__ void ic_solve_steps(const ic_solve_geometry& q, const ic_real* mat, const int* input_offset,
                                                ic_real* img, int th, int tw)
 {
     const bool working = q.my_team < q.teams;
     const unsigned mask = q.L == 32 ? 0xffffffffu : ((1u << q.L) - 1u) << ((threadIdx.x & 31) & ~(q.L - 1));
-    const int row_step = q.Lc * q.MS;            // mat words between a lane's successive channels
-    const int chan_step = q.Lc * q.chan;         // tile words between them
+    const int inputs = (q.K - q.l + q.L - 1) / q.L;   // this lane's share
+    const int row_step = q.L * q.MS;                   // mat words between a lane's successive inputs
     for (int d = 0; d < th + tw - 1; ++d) {
         const int r0 = max(0, d - tw + 1), r1 = min(th - 1, d);
         const int base = (q.PH - 1) * q.EW + d + q.PW - 1;   // pixel (r, d - r) sits at base + r * (EW - 1)
         for (int r = r0 + q.my_team; working && r <= r1; r += q.teams) {
             const int pix = base + r * (q.EW - 1);
+            const ic_real* src = img + pix;
+            const int* offset = input_offset + q.l;
+            const ic_real* m = mat + q.l * q.MS + q.g * G;
             ic_real acc[G];
             for (int i = 0; i < G; ++i) acc[i] = 0;
-            for (int t = 1 + q.lt; t < q.taps; t += q.Lt) {
-                const ic_real* src = img + pix + tap_offset[t] + q.lc * q.chan;
-                const ic_real* m = mat + ((t - 1) * q.C + q.lc) * q.MS + q.g * G;
-                for (int c = q.lc; c < q.C; c += q.Lc, src += chan_step, m += row_step) {
-                    const ic_real xv = *src;
-                    const ic_solve_vec<G> mv = *reinterpret_cast<const ic_solve_vec<G>*>(m);
-                    for (int i = 0; i < G; ++i) acc[i] += mv.v[i] * xv;
-                }
+#pragma unroll 4
+            for (int k = 0; k < inputs; ++k, offset += q.L, m += row_step) {
+                const ic_real xv = src[*offset];
+                const ic_solve_vec<G> mv = *reinterpret_cast<const ic_solve_vec<G>*>(m);
+                for (int i = 0; i < G; ++i) acc[i] += mv.v[i] * xv;
             }
             for (int s = q.L >> 1; s > 0; s >>= 1)
                 for (int i = 0; i < G; ++i) acc[i] += __shfl_xor_sync(mask, acc[i], s);
@@ -267,43 +269,38 @@ __device__ __forceinline__ void ic_solve_tile_of(const ic_solve_geometry& q, int
 // Dynamic shared memory, in this order:
 //     mat (K*MS words) and zmat (C*C), only when mat_in_shared (else read from global)
 //     the tile: C * chan words, chan >= (TH+PH-1)*(TW+PW-1)
-//     taps + 1 ints: tap offsets, the claimed tile
+//     K + 1 ints: the inputs' offsets, the claimed tile
 // work[0] is the claim counter, work[1 + (b*tiles_h + ti)*tiles_w + tj] a tile's ready flag.
 template <int G>
-__device__ void ic_solve_wavefront(
+__device__ __forceinline__ void ic_solve_wavefront(
     ic_real* shared, const ic_real* __restrict__ y, ic_real* x, const ic_real* __restrict__ gmat, const ic_real* __restrict__ gzmat,
     int* work, int B, int C, int H, int W, int PH, int PW, int flip_h, int flip_w, int transpose, int TH, int TW,
-    int tiles_h, int tiles_w, int MS, int chan, int Lt, int Lc, int mat_in_shared)
+    int tiles_h, int tiles_w, int MS, int chan, int L, int mat_in_shared)
 {
     ic_solve_geometry q;
     q.C = C; q.H = H; q.W = W; q.PH = PH; q.PW = PW;
     q.fh = flip_h ^ transpose; q.fw = flip_w ^ transpose; q.transpose = transpose;
     q.TH = TH; q.TW = TW; q.tiles_h = tiles_h; q.tiles_w = tiles_w; q.MS = MS; q.chan = chan;
     q.EH = TH + PH - 1; q.EW = TW + PW - 1; q.taps = PH * PW;
-    q.Lt = Lt; q.Lc = Lc; q.L = Lt * Lc;
+    q.K = (q.taps - 1) * C; q.L = L;
     q.team = ((C + G - 1) / G) * q.L;
     q.teams = blockDim.x / q.team;
     q.my_team = threadIdx.x / q.team;
     const int in_team = threadIdx.x - q.my_team * q.team;
     q.g = in_team / q.L; q.l = in_team - q.g * q.L;
-    q.lt = q.l / Lc; q.lc = q.l - q.lt * Lc;
 
-    const int K = (q.taps - 1) * C;
+    const int K = q.K;
     const int matrix_words = mat_in_shared ? K * MS + C * C : 0;
     ic_real* img = shared + matrix_words;
-    int* tap_offset = reinterpret_cast<int*>(img + C * chan);
-    int* claimed = tap_offset + q.taps;
-    const ic_real* mat = gmat;
-    const ic_real* zmat = gzmat;
+    int* input_offset = reinterpret_cast<int*>(img + C * chan);
+    int* claimed = input_offset + K;
     if (mat_in_shared) {   // coalesced copies of the prepared matrices
         for (int i = threadIdx.x; i < K * MS; i += blockDim.x) shared[i] = gmat[i];
         for (int i = threadIdx.x; i < C * C; i += blockDim.x) shared[K * MS + i] = gzmat[i];
-        mat = shared;
-        zmat = shared + K * MS;
     }
-    for (int t = threadIdx.x; t < q.taps; t += blockDim.x) {
-        const int p = t / PW;
-        tap_offset[t] = -(p * q.EW + (t - p * PW));
+    for (int k = threadIdx.x; k < K; k += blockDim.x) {   // input k = (t-1)*C + c, tap t = p*PW + q
+        const int t = k / C + 1, c = k - (t - 1) * C, p = t / PW;
+        input_offset[k] = c * chan - p * q.EW - (t - p * PW);
     }
 
     const ic_index hw = (ic_index)H * W;
@@ -335,9 +332,15 @@ __device__ void ic_solve_wavefront(
         const ic_index image = (ic_index)b * C * hw;
         ic_solve_stage(q, y + image, x + image, img, u0, v0);
         __syncthreads();   // the tile is staged
-        ic_solve_anchor_pass(q, zmat, img, th, tw);
+        // The matrices' address space is known at each call, so their loads
+        // compile to LDS or LDG rather than generic loads.
+        if (mat_in_shared)
+            ic_solve_anchor_pass(q, shared + K * MS, img, th, tw);
+        else
+            ic_solve_anchor_pass(q, gzmat, img, th, tw);
         __syncthreads();   // z is formed
-        if (q.taps > 1) ic_solve_steps<G>(q, mat, tap_offset, img, th, tw);
+        if (q.taps > 1 && mat_in_shared) ic_solve_steps<G>(q, shared, input_offset, img, th, tw);
+        if (q.taps > 1 && !mat_in_shared) ic_solve_steps<G>(q, gmat, input_offset, img, th, tw);
         ic_solve_write_back(q, x + image, img, u0, v0, th, tw);
 
         // Release: every writer's fence, then the flag.
@@ -352,29 +355,29 @@ __device__ void ic_solve_wavefront(
 extern "C" __global__ void __launch_bounds__(1024) solve_wavefront_g1(
     const ic_real* __restrict__ y, ic_real* x, const ic_real* __restrict__ mat, const ic_real* __restrict__ zmat,
     int* work, int B, int C, int H, int W, int PH, int PW, int flip_h, int flip_w, int transpose, int TH, int TW,
-    int tiles_h, int tiles_w, int MS, int chan, int Lt, int Lc, int mat_in_shared)
+    int tiles_h, int tiles_w, int MS, int chan, int L, int mat_in_shared)
 {
     IC_DYNAMIC_SHARED(ic_real, shared);
     ic_solve_wavefront<1>(shared, y, x, mat, zmat, work, B, C, H, W, PH, PW, flip_h, flip_w, transpose, TH, TW, tiles_h,
-                           tiles_w, MS, chan, Lt, Lc, mat_in_shared);
+                           tiles_w, MS, chan, L, mat_in_shared);
 }
 
 extern "C" __global__ void __launch_bounds__(1024) solve_wavefront_g2(
     const ic_real* __restrict__ y, ic_real* x, const ic_real* __restrict__ mat, const ic_real* __restrict__ zmat,
     int* work, int B, int C, int H, int W, int PH, int PW, int flip_h, int flip_w, int transpose, int TH, int TW,
-    int tiles_h, int tiles_w, int MS, int chan, int Lt, int Lc, int mat_in_shared)
+    int tiles_h, int tiles_w, int MS, int chan, int L, int mat_in_shared)
 {
     IC_DYNAMIC_SHARED(ic_real, shared);
     ic_solve_wavefront<2>(shared, y, x, mat, zmat, work, B, C, H, W, PH, PW, flip_h, flip_w, transpose, TH, TW, tiles_h,
-                           tiles_w, MS, chan, Lt, Lc, mat_in_shared);
+                           tiles_w, MS, chan, L, mat_in_shared);
 }
 
 extern "C" __global__ void __launch_bounds__(1024) solve_wavefront_g4(
     const ic_real* __restrict__ y, ic_real* x, const ic_real* __restrict__ mat, const ic_real* __restrict__ zmat,
     int* work, int B, int C, int H, int W, int PH, int PW, int flip_h, int flip_w, int transpose, int TH, int TW,
-    int tiles_h, int tiles_w, int MS, int chan, int Lt, int Lc, int mat_in_shared)
+    int tiles_h, int tiles_w, int MS, int chan, int L, int mat_in_shared)
 {
     IC_DYNAMIC_SHARED(ic_real, shared);
     ic_solve_wavefront<4>(shared, y, x, mat, zmat, work, B, C, H, W, PH, PW, flip_h, flip_w, transpose, TH, TW, tiles_h,
-                           tiles_w, MS, chan, Lt, Lc, mat_in_shared);
+                           tiles_w, MS, chan, L, mat_in_shared);
 }

@@ -62,8 +62,7 @@ class Plan:
     threads: int                # per block of the wavefront
     grid: int                   # wavefront blocks (persistent: each claims tiles until none is left)
     outputs_per_thread: int     # G
-    tap_lanes: int              # Lt
-    channel_lanes: int          # Lc
+    lanes: int                  # L: threads that split the inputs of one (pixel, output group)
     mat_stride: int             # MS: words per input row of the step matrices (a multiple of G, MS/G odd)
     channel_stride: int         # words per channel of the staged tile (odd)
     shared_bytes: int
@@ -71,11 +70,6 @@ class Plan:
     prepare_grid: int
     prepare_threads: int
     prepare_shared_bytes: int
-
-    @property
-    def lanes(self) -> int:
-        """L: threads that split the inputs of one (pixel, output group)."""
-        return self.tap_lanes * self.channel_lanes
 
     @property
     def team(self) -> int:
@@ -103,17 +97,13 @@ def _mat_stride(channels, outputs):
     return (vectors + (vectors % 2 == 0)) * outputs   # an odd number of G-vectors per row
 
 
-def _lanes(channels, groups, inputs, diagonal, max_threads, lanes=None):
-    """(Lt, Lc): the most lanes (a power of two, at most a warp and the inputs) that keep one
-    step's teams within a block, split over channels first."""
-    if lanes is None:
-        lanes = 1
-        while lanes * 2 <= min(MAX_LANES, inputs) and diagonal * groups * lanes * 2 <= max_threads:
-            lanes *= 2
-    elif lanes not in (1, 2, 4, 8, 16, 32):
-        raise ValueError(f"lanes must be a power of two from 1 to {MAX_LANES}, got {lanes}")
-    channel_lanes = min(lanes, _pow2_at_most(channels))
-    return lanes // channel_lanes, channel_lanes
+def _lanes(groups, inputs, diagonal, max_threads):
+    """L: the most lanes (a power of two, at most a warp and the inputs) that keep a team for
+    every pixel of the longest diagonal within a block."""
+    lanes = 1
+    while lanes * 2 <= min(MAX_LANES, inputs) and diagonal * groups * lanes * 2 <= max_threads:
+        lanes *= 2
+    return lanes
 
 
 def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS, max_tile=None,
@@ -150,7 +140,7 @@ def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS,
 
     def shared_bytes(th, tw, in_global):
         chan = ((th + PH - 1) * (tw + PW - 1)) | 1
-        return ((0 if in_global else matrices) + C * chan) * itemsize + (taps + 1) * 4, chan
+        return ((0 if in_global else matrices) + C * chan) * itemsize + (inputs + 1) * 4, chan
 
     sides = _tile_sides(max(1, min(max_tile or MAX_TILE, max(H, W))))
     candidates = [(H, W, False), (H, W, True)] if max_tile is None or max(H, W) <= max_tile else []
@@ -166,10 +156,13 @@ def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS,
             f"shared memory per block even for a 1x1 tile; this device allows {shared_limit}. Use backend='numpy'."
         )
     diagonal = min(th, tw)
-    Lt, Lc = _lanes(C, groups, inputs, diagonal, max_threads, lanes)
-    team = groups * Lt * Lc
+    if lanes is None:
+        lanes = _lanes(groups, inputs, diagonal, max_threads)
+    elif lanes not in (1, 2, 4, 8, 16, 32):
+        raise ValueError(f"lanes must be a power of two from 1 to {MAX_LANES}, got {lanes}")
+    team = groups * lanes
     if team > max_threads:
-        raise ValueError(f"lanes={Lt * Lc} with {groups} output groups needs {team} threads per block; "
+        raise ValueError(f"lanes={lanes} with {groups} output groups needs {team} threads per block; "
                          f"the device allows {max_threads}")
     teams = max(1, min(diagonal, max_threads // team))
     threads = -(-teams * team // 32) * 32
@@ -181,7 +174,7 @@ def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS,
         raise ValueError(f"solve: {tiles} tiles are more than the kernel's 32-bit tile counter can claim; "
                          "split the batch")
     prepare_threads = min(256, max(32, -(-max(C, MS) // 32) * 32))
-    return Plan(C, th, tw, tiles_h, tiles_w, threads, grid, G, Lt, Lc, MS, chan, shared, in_global,
+    return Plan(C, th, tw, tiles_h, tiles_w, threads, grid, G, lanes, MS, chan, shared, in_global,
                 min(C + inputs, 1024), prepare_threads, prepare_shared)
 
 
@@ -216,7 +209,7 @@ def _recipe(shape, kernel_size, dtype, flip_h, flip_w, transpose, shared_limit, 
     prepare = (i32(work), i32(C), i32(how.mat_stride), i32(KH), i32(KW), i32(PH), i32(PW), *flags)
     wavefront = (i32(B), i32(C), i32(H), i32(W), i32(PH), i32(PW), *flags, i32(how.tile_h), i32(how.tile_w),
                  i32(how.tiles_h), i32(how.tiles_w), i32(how.mat_stride), i32(how.channel_stride),
-                 i32(how.tap_lanes), i32(how.channel_lanes), i32(not how.matrices_in_global))
+                 i32(how.lanes), i32(not how.matrices_in_global))
     return _Recipe(how, dtype.name, index, f"solve_wavefront_g{how.outputs_per_thread}", prepare, wavefront,
                    C * C, max(1, (PH * PW - 1) * C * how.mat_stride), work)
 
