@@ -219,8 +219,9 @@ def analyse(dtype: str = "float32", arch: int = 90, workdir: Path | None = None)
         for version, (source, text, prefix) in sources.items():
             functions = disassemble(cubin(source, f"solve_{version}.cu", arch), Path(workdir or tmp))
             fma_line, per_g, levels = fma_lines[version]
+            variants = kernel_solve.OUTPUTS_PER_THREAD if version == "v2" else solve_v1.OUTPUTS_PER_THREAD
             out[version] = {G: step_code(functions[f"{prefix}{G}"], f"{prefix}{G}", fma_line, per_g * G, levels)
-                            for G in (1, 2, 4)}
+                            for G in variants}
     return out
 
 

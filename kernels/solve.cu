@@ -117,6 +117,14 @@ struct alignas((G * sizeof(ic_real)) < 16 ? (G * sizeof(ic_real)) : 16) ic_solve
     ic_real v[G];
 };
 
+// Iterations of a step's input loop in flight: fewer for wide vectors, whose
+// copies would otherwise exceed the registers (and spill).
+template <int G>
+__host__ __device__ constexpr int ic_solve_unroll()
+{
+    return G * sizeof(ic_real) <= 16 ? 4 : G * sizeof(ic_real) <= 64 ? 2 : 1;
+}
+
 // A load that neither the compiler nor L1 may serve from a stale copy: data
 // other blocks of this launch write (after the acquire that precedes it).
 __device__ __forceinline__ ic_real ic_solve_coherent_load(const ic_real* p)
@@ -231,7 +239,7 @@ __device__ __forceinline__ void ic_solve_steps(const ic_solve_geometry& q, const
             const ic_real* m = mat + q.l * q.MS + q.g * G;
             ic_real acc[G];
             for (int i = 0; i < G; ++i) acc[i] = 0;
-#pragma unroll 4
+#pragma unroll (ic_solve_unroll<G>())
             for (int k = 0; k < inputs; ++k, offset += q.L, m += row_step) {
                 const ic_real xv = src[*offset];
                 const ic_solve_vec<G> mv = *reinterpret_cast<const ic_solve_vec<G>*>(m);
@@ -350,34 +358,57 @@ __device__ __forceinline__ void ic_solve_wavefront(
     }
 }
 
-// The entry points, one per G (outputs per thread of a team).
+// The entry points, one per G (outputs per thread of a team). The bounds leave 80
+// registers per thread (768 threads) or, for the G accumulators and matrix entries
+// of G = 8 and 16, 128 (512 threads), so nothing spills on sm_80 or sm_90
+// (kernel_solve.MAX_THREADS_FOR_OUTPUTS mirrors them).
 
-extern "C" __global__ void __launch_bounds__(1024) solve_wavefront_g1(
+extern "C" __global__ void __launch_bounds__(768, 1) solve_wavefront_g1(
     const ic_real* __restrict__ y, ic_real* x, const ic_real* __restrict__ mat, const ic_real* __restrict__ zmat,
     int* work, int B, int C, int H, int W, int PH, int PW, int flip_h, int flip_w, int transpose, int TH, int TW,
     int tiles_h, int tiles_w, int MS, int chan, int L, int mat_in_shared)
 {
     IC_DYNAMIC_SHARED(ic_real, shared);
-    ic_solve_wavefront<1>(shared, y, x, mat, zmat, work, B, C, H, W, PH, PW, flip_h, flip_w, transpose, TH, TW, tiles_h,
-                           tiles_w, MS, chan, L, mat_in_shared);
+    ic_solve_wavefront<1>(shared, y, x, mat, zmat, work, B, C, H, W, PH, PW, flip_h, flip_w, transpose, TH, TW,
+                           tiles_h, tiles_w, MS, chan, L, mat_in_shared);
 }
 
-extern "C" __global__ void __launch_bounds__(1024) solve_wavefront_g2(
+extern "C" __global__ void __launch_bounds__(768, 1) solve_wavefront_g2(
     const ic_real* __restrict__ y, ic_real* x, const ic_real* __restrict__ mat, const ic_real* __restrict__ zmat,
     int* work, int B, int C, int H, int W, int PH, int PW, int flip_h, int flip_w, int transpose, int TH, int TW,
     int tiles_h, int tiles_w, int MS, int chan, int L, int mat_in_shared)
 {
     IC_DYNAMIC_SHARED(ic_real, shared);
-    ic_solve_wavefront<2>(shared, y, x, mat, zmat, work, B, C, H, W, PH, PW, flip_h, flip_w, transpose, TH, TW, tiles_h,
-                           tiles_w, MS, chan, L, mat_in_shared);
+    ic_solve_wavefront<2>(shared, y, x, mat, zmat, work, B, C, H, W, PH, PW, flip_h, flip_w, transpose, TH, TW,
+                           tiles_h, tiles_w, MS, chan, L, mat_in_shared);
 }
 
-extern "C" __global__ void __launch_bounds__(1024) solve_wavefront_g4(
+extern "C" __global__ void __launch_bounds__(768, 1) solve_wavefront_g4(
     const ic_real* __restrict__ y, ic_real* x, const ic_real* __restrict__ mat, const ic_real* __restrict__ zmat,
     int* work, int B, int C, int H, int W, int PH, int PW, int flip_h, int flip_w, int transpose, int TH, int TW,
     int tiles_h, int tiles_w, int MS, int chan, int L, int mat_in_shared)
 {
     IC_DYNAMIC_SHARED(ic_real, shared);
-    ic_solve_wavefront<4>(shared, y, x, mat, zmat, work, B, C, H, W, PH, PW, flip_h, flip_w, transpose, TH, TW, tiles_h,
-                           tiles_w, MS, chan, L, mat_in_shared);
+    ic_solve_wavefront<4>(shared, y, x, mat, zmat, work, B, C, H, W, PH, PW, flip_h, flip_w, transpose, TH, TW,
+                           tiles_h, tiles_w, MS, chan, L, mat_in_shared);
+}
+
+extern "C" __global__ void __launch_bounds__(512, 1) solve_wavefront_g8(
+    const ic_real* __restrict__ y, ic_real* x, const ic_real* __restrict__ mat, const ic_real* __restrict__ zmat,
+    int* work, int B, int C, int H, int W, int PH, int PW, int flip_h, int flip_w, int transpose, int TH, int TW,
+    int tiles_h, int tiles_w, int MS, int chan, int L, int mat_in_shared)
+{
+    IC_DYNAMIC_SHARED(ic_real, shared);
+    ic_solve_wavefront<8>(shared, y, x, mat, zmat, work, B, C, H, W, PH, PW, flip_h, flip_w, transpose, TH, TW,
+                           tiles_h, tiles_w, MS, chan, L, mat_in_shared);
+}
+
+extern "C" __global__ void __launch_bounds__(512, 1) solve_wavefront_g16(
+    const ic_real* __restrict__ y, ic_real* x, const ic_real* __restrict__ mat, const ic_real* __restrict__ zmat,
+    int* work, int B, int C, int H, int W, int PH, int PW, int flip_h, int flip_w, int transpose, int TH, int TW,
+    int tiles_h, int tiles_w, int MS, int chan, int L, int mat_in_shared)
+{
+    IC_DYNAMIC_SHARED(ic_real, shared);
+    ic_solve_wavefront<16>(shared, y, x, mat, zmat, work, B, C, H, W, PH, PW, flip_h, flip_w, transpose, TH, TW,
+                           tiles_h, tiles_w, MS, chan, L, mat_in_shared);
 }

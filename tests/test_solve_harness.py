@@ -115,10 +115,13 @@ _PROBE = textwrap.dedent("""
 
 
 def _caught_in_a_subprocess(old):
-    """A broken claim can send a block to a tile that does not exist (out-of-bounds accesses):
-    run it in its own process, where a crash or a hang also counts as caught."""
+    """A broken claim can send a block to a tile that does not exist (out-of-bounds accesses, or a
+    wait for a flag nobody sets): run it in its own process, where a crash or a hang also counts
+    as caught. Both kernels are compiled here first, so the probe only loads them from the cache."""
+    for transform in (None, _removing(old)):
+        EmulatorDevice(transform=transform).function("solve", "solve_prepare", "float64", "int32")
     try:
-        out = subprocess.run([sys.executable, "-c", _PROBE, old], capture_output=True, text=True, timeout=120)
+        out = subprocess.run([sys.executable, "-c", _PROBE, old], capture_output=True, text=True, timeout=12)
     except subprocess.TimeoutExpired:
         return
     assert out.returncode != 0 or out.stdout.strip() == "different", out.stdout + out.stderr[-2000:]

@@ -96,9 +96,9 @@ def test_persistent_grid_smaller_than_the_tiles(rng, blocks):
 
 
 @pytest.mark.parametrize("outputs", kernel_solve.OUTPUTS_PER_THREAD)
-@pytest.mark.parametrize("channels", [1, 5, 6])
-def test_every_outputs_per_thread_variant(rng, outputs, channels):
-    for path in ("single", "tiled"):
+def test_every_outputs_per_thread_variant(rng, outputs):
+    """Each G, with one output group and a padded one (5 channels), and several groups (17)."""
+    for channels, path in ((5, "single"), (17, "tiled")):
         how = _check_paths(rng, (2, channels, 4, 5, 2, 3), "BR", np.float64, path, outputs_per_thread=outputs)
         assert how.outputs_per_thread == outputs
 
@@ -173,37 +173,52 @@ class TestPlan:
     def test_headline_case_is_one_tile_per_image_with_a_team_per_pixel(self):
         how = kernel_solve.plan((100, 12, 32, 32), (3, 3), 4, shared_limit=self.H200)
         assert how.tiles_h * how.tiles_w == 1 and how.grid == 100 and not how.matrices_in_global
-        assert (how.outputs_per_thread, how.lanes, how.team) == (4, 8, 24)   # 3 output groups x 8 lanes
-        assert how.threads == 32 * how.team == 768                            # the 32 pixels of the longest diagonal
+        assert (how.outputs_per_thread, how.lanes, how.team) == (8, 4, 8)   # 2 output groups x 4 lanes
+        assert how.threads == 32 * how.team == 256                           # the 32 pixels of the longest diagonal
         assert 48 * 1024 < how.shared_bytes <= self.H200
 
     def test_large_image_is_one_persistent_launch_over_tiles(self):
         how = kernel_solve.plan((1, 3, 2048, 2048), (3, 3), 4, shared_limit=self.H200)
         assert (how.tile_h, how.tile_w) == (kernel_solve.MAX_TILE,) * 2 and not how.matrices_in_global
         assert how.launches == 2 and how.tiles_h == how.tiles_w == 2048 // kernel_solve.MAX_TILE
-        assert how.grid == kernel_solve.DEFAULT_SMS * 2   # two 768-thread blocks per SM, every SM busy
+        assert kernel_solve.DEFAULT_SMS <= how.grid <= how.tiles_h * how.tiles_w   # every SM has a block
         assert how.shared_bytes <= self.H200
 
     def test_many_channels_put_the_matrices_in_global_memory(self):
         how = kernel_solve.plan((8, 96, 8, 8), (3, 3), 8, shared_limit=self.H200)
         assert how.matrices_in_global and how.tiles_h * how.tiles_w == 1 and how.shared_bytes <= self.H200
 
-    def test_lanes_follow_channels_and_the_diagonal(self):
-        """L doubles until a warp, the inputs ((taps-1)*C) or a block of teams for the longest
-        diagonal would be exceeded; the block holds a team per pixel of that diagonal when it can."""
-        for C, H in ((12, 32), (48, 16), (3, 64), (1, 4), (5, 9)):
-            how = kernel_solve.plan((4, C, H, H), (3, 3), 4, shared_limit=self.H200)
-            groups = -(-C // how.outputs_per_thread)
-            assert how.team == groups * how.lanes
-            wider = 2 * how.lanes
-            assert wider > kernel_solve.MAX_LANES or wider > 8 * C or H * groups * wider > kernel_solve.MAX_THREADS
-            assert how.threads % 32 == 0 and how.threads >= min(H, kernel_solve.MAX_THREADS // how.team) * how.team
+    def test_team_is_the_cheapest_by_the_cost_model(self):
+        """G and L minimize step_cost for the longest diagonal; a block holds a team for each of
+        its pixels when it can."""
+        for C, H, itemsize in ((12, 32, 4), (48, 16, 4), (3, 64, 4), (1, 4, 8), (5, 9, 8)):
+            how = kernel_solve.plan((4, C, H, H), (3, 3), itemsize, shared_limit=self.H200)
+            inputs = 8 * C
+            limit = kernel_solve.MAX_THREADS_FOR_OUTPUTS
+            costs = [kernel_solve.step_cost(C, inputs, G, L, H, limit[G], itemsize)
+                     for G in kernel_solve.OUTPUTS_PER_THREAD for L in kernel_solve.LANES if L <= inputs]
+            G = how.outputs_per_thread
+            assert kernel_solve.step_cost(C, inputs, G, how.lanes, H, limit[G], itemsize) == min(
+                c for c in costs if c is not None)
+            assert how.team == -(-C // G) * how.lanes
+            assert how.threads % 32 == 0 and how.team <= how.threads <= limit[G]
+            assert how.threads >= min(H, limit[G] // how.team) * how.team
+
+    def test_cost_model_prefers_lanes_for_short_diagonals_and_sharing_for_long_ones(self):
+        cost = kernel_solve.step_cost
+        # one pixel: splitting its 96 inputs over 8 lanes beats one lane doing all
+        assert cost(12, 96, 4, 8, 1, 1024, 4) < cost(12, 96, 4, 1, 1, 1024, 4)
+        # more outputs per thread share each x load: fewer instructions when the block is full
+        assert cost(12, 96, 8, 4, 32, 1024, 4) < cost(12, 96, 1, 4, 32, 1024, 4)
+        assert cost(1024, 96, 1, 2, 32, 1024, 4) is None   # a team of 2048 threads does not fit
 
     def test_matrix_rows_and_tile_channels_have_conflict_free_strides(self):
         for C in range(1, 40):
             how = kernel_solve.plan((1, C, 9, 9), (3, 3), 4, shared_limit=self.H200)
             G = how.outputs_per_thread
-            assert how.mat_stride % G == 0 and (how.mat_stride // G) % 2 == 1 and how.mat_stride >= C
+            unit = min(G, 4)
+            assert how.mat_stride % unit == 0 and (how.mat_stride // unit) % 2 == 1
+            assert how.mat_stride >= -(-C // G) * G
             assert how.channel_stride % 2 == 1
 
     def test_impossible_sizes_raise(self):
@@ -250,3 +265,28 @@ def test_prepare_writes_every_matrix_once_and_zeroes_the_work_counters(rng, tran
     for t in range(1, taps):
         np.testing.assert_allclose(rows[t - 1, :, :C], (-inverse @ taps_f[t]).T, atol=1e-12)
     assert (rows[:, :, C:] == 0).all()
+
+
+@pytest.mark.parametrize("dtype, index, arch", [("float32", "int64", 90), ("float64", "int32", 80)])
+def test_no_entry_point_spills_to_local_memory(dtype, index, arch):
+    """ptxas (through NVRTC, -Xptxas -v) reports no stack frame and no spills for any solve entry
+    point: the launch bounds leave every variant enough registers. (Two of the eight dtype x index x
+    arch builds, the ones that spilled before the bounds were set; bench/solve_sass.py counts
+    LDL/STL in all SASS.)"""
+    import re
+
+    pytest.importorskip("cupy")
+    from invconv_cupy import check_kernels, kernel_source
+
+    nvrtc = check_kernels._nvrtc()
+    program = nvrtc.createProgram(kernel_source.source("solve", dtype, index), "solve.cu", (), ())
+    try:
+        nvrtc.compileProgram(program, (f"--gpu-architecture=sm_{arch}", "-ftz=true", "-Xptxas", "-v",
+                                       *check_kernels.COMPILE_OPTIONS))
+        log = nvrtc.getProgramLog(program)
+    finally:
+        nvrtc.destroyProgram(program)
+    usage = re.findall(r"Function properties for (\w+)\nptxas\s+\.\s+(\d+) bytes stack frame, (\d+) bytes spill "
+                       r"stores, (\d+) bytes spill loads", log)
+    assert {name for name, *_ in usage} == set(kernel_source.entry_points("solve")), log
+    assert all(tuple(sizes) == ("0", "0", "0") for _, *sizes in usage), usage

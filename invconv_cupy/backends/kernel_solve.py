@@ -30,12 +30,15 @@ from .kernel_launch import INT32_MAX, contiguous, launch
 
 #: the tiled path's largest tile side
 MAX_TILE = 64
-#: most threads per block (``__launch_bounds__(1024)`` in solve.cu)
-MAX_THREADS = 1024
-#: output channels per thread of a team that ``solve.cu`` has entry points for
-OUTPUTS_PER_THREAD = (1, 2, 4)
-#: most lanes of a team that share one (pixel, output group): a warp
-MAX_LANES = 32
+#: output channels per thread of a team (G) that ``solve.cu`` has entry points for
+OUTPUTS_PER_THREAD = (1, 2, 4, 8, 16)
+#: most threads per block for each G (``__launch_bounds__`` in solve.cu: 80 registers per thread at 768,
+#: 128 at 512, so that nothing spills)
+MAX_THREADS_FOR_OUTPUTS = {1: 768, 2: 768, 4: 768, 8: 512, 16: 512}
+#: most threads per block of any G
+MAX_THREADS = max(MAX_THREADS_FOR_OUTPUTS.values())
+#: lanes (L) that may share one (pixel, output group): powers of two up to a warp
+LANES = (1, 2, 4, 8, 16, 32)
 #: grid size when the device does not say how many SMs it has (an H100/H200 has 132)
 DEFAULT_SMS = 132
 #: per SM: threads, shared memory (bytes), resident blocks (sm_80/sm_90)
@@ -45,9 +48,34 @@ BLOCK_RESERVED_SHARED = 1024
 _FAMILY = "solve"
 
 
-def default_outputs_per_thread(channels: int) -> int:
-    """G for ``channels``: 4 from 8 channels on (one 16-byte load feeds 4 FMAs), 2 from 4, else 1."""
-    return 4 if channels >= 8 else 2 if channels >= 4 else 1
+#: the team cost model of :func:`step_cost` (an estimate in issued instructions, after the SASS
+#: counts of ``bench/solve_sass.py``): a pixel item's own instructions, and the issue slots a lone
+#: warp needs per instruction (its dependent loads and shuffles leave it waiting)
+ITEM_INSTRUCTIONS = 60
+LATENCY_FACTOR = 2
+
+
+def step_cost(channels, inputs, outputs_per_thread, lanes, diagonal, max_threads, itemsize):
+    """Estimated scheduler cycles of one step over ``diagonal`` pixels with teams of
+    ``ceil(C/G)`` groups x ``lanes`` threads (None when a team does not fit in a block).
+
+    Per input a thread issues an offset load, an x load, ``ceil(G * itemsize / 16)``
+    vector loads of matrix entries, G FMAs and about two loop instructions; then
+    ``G log2(L)`` shuffles and as many adds, and the item's own instructions. Teams
+    beyond the block's threads take further rounds. A scheduler (4 per SM) issues
+    one instruction per cycle for all its warps, a lone warp about one per
+    :data:`LATENCY_FACTOR` cycles. An estimate to rank teams, not a timing.
+    """
+    G, L = outputs_per_thread, lanes
+    team = -(-channels // G) * L
+    if team > max_threads:
+        return None
+    teams = min(diagonal, max_threads // team)
+    rounds = -(-diagonal // teams)
+    per_input = 4 + G + -(-G * itemsize // 16)
+    per_thread = -(-inputs // L) * per_input + 2 * G * (L.bit_length() - 1) + ITEM_INSTRUCTIONS
+    warps_per_scheduler = -(-(-(-teams * team // 32)) // 4)
+    return rounds * per_thread * max(LATENCY_FACTOR, warps_per_scheduler)
 
 
 @dataclass(frozen=True)
@@ -63,7 +91,7 @@ class Plan:
     grid: int                   # wavefront blocks (persistent: each claims tiles until none is left)
     outputs_per_thread: int     # G
     lanes: int                  # L: threads that split the inputs of one (pixel, output group)
-    mat_stride: int             # MS: words per input row of the step matrices (a multiple of G, MS/G odd)
+    mat_stride: int             # MS: words per input row of the step matrices (>= ceil(C/G)*G, odd in 16-byte units)
     channel_stride: int         # words per channel of the staged tile (odd)
     shared_bytes: int
     matrices_in_global: bool    # the steps read the step matrices from global memory (else a shared copy)
@@ -82,28 +110,18 @@ class Plan:
         return 2
 
 
-def _pow2_at_most(n: int) -> int:
-    return 1 << (max(1, n).bit_length() - 1)
-
-
 def _tile_sides(limit):
     """Powers of two from the largest one <= ``limit`` down to 1."""
-    top = _pow2_at_most(limit)
+    top = 1 << (max(1, limit).bit_length() - 1)
     return [top >> k for k in range(top.bit_length())]
 
 
-def _mat_stride(channels, outputs):
-    vectors = -(-channels // outputs)
-    return (vectors + (vectors % 2 == 0)) * outputs   # an odd number of G-vectors per row
-
-
-def _lanes(groups, inputs, diagonal, max_threads):
-    """L: the most lanes (a power of two, at most a warp and the inputs) that keep a team for
-    every pixel of the longest diagonal within a block."""
-    lanes = 1
-    while lanes * 2 <= min(MAX_LANES, inputs) and diagonal * groups * lanes * 2 <= max_threads:
-        lanes *= 2
-    return lanes
+def _mat_stride(channels, outputs, itemsize):
+    """Words per matrix row: every group's G entries, and an odd number of vector units (G words,
+    at most 16 bytes) so that lanes reading successive rows hit different banks."""
+    unit = min(outputs, max(1, 16 // itemsize))
+    units = -(-channels // outputs) * outputs // unit
+    return (units + (units % 2 == 0)) * unit
 
 
 def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS, max_tile=None,
@@ -111,61 +129,64 @@ def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS,
     """Pick the tile, the team and the grid for images ``shape`` (B, C, H, W) and a ``kernel_size`` kernel.
 
     ``shared_limit`` is the dynamic shared memory a block may use (the device's
-    opt-in limit). In order of preference: the whole image with its step
-    matrices in shared memory; the whole image with the matrices read from
+    opt-in limit). The tile, in order of preference: the whole image with its
+    step matrices in shared memory; the whole image with the matrices read from
     global memory; the largest power-of-two tile side (at most :data:`MAX_TILE`,
     at least 8 or the cap if smaller) with the matrices in shared memory; the
-    largest tile with them in global memory. ``max_tile`` caps the tile side
-    (tests use it to force many tiles); ``outputs_per_thread`` (G) and ``lanes``
-    (L) override the team's shape; ``sm_count`` sizes the persistent grid (enough
-    blocks to fill every SM), ``max_blocks`` caps it.
+    largest tile with them in global memory. The team (G outputs per thread,
+    L lanes) is the cheapest by :func:`step_cost` for the tile's longest
+    diagonal among those whose matrices fit. ``max_tile`` caps the tile side
+    (tests force many tiles with it); ``outputs_per_thread`` and ``lanes`` fix
+    G and L; ``sm_count`` sizes the persistent grid (enough blocks to fill every
+    SM), ``max_blocks`` caps it.
     """
     B, C, H, W = (int(n) for n in shape)
     PH, PW = min(kernel_size[0], H), min(kernel_size[1], W)
-    G = outputs_per_thread or default_outputs_per_thread(C)
-    if G not in OUTPUTS_PER_THREAD:
-        raise ValueError(f"outputs_per_thread must be one of {OUTPUTS_PER_THREAD}, got {G}")
-    groups = -(-C // G)
-    if groups > max_threads:
-        raise ValueError(f"solve: {C} channels need {groups} threads per pixel, more than a block's {max_threads}; "
-                         "use backend='numpy'")
+    if outputs_per_thread is not None and outputs_per_thread not in OUTPUTS_PER_THREAD:
+        raise ValueError(f"outputs_per_thread must be one of {OUTPUTS_PER_THREAD}, got {outputs_per_thread}")
+    if lanes is not None and lanes not in LANES:
+        raise ValueError(f"lanes must be one of {LANES}, got {lanes}")
     prepare_shared = C * (C | 1) * itemsize
     if prepare_shared > shared_limit:
         raise ValueError(f"solve: A^-1 of {C} channels needs {prepare_shared} bytes of shared memory per block; "
                          f"this device allows {shared_limit}. Use backend='numpy'.")
     taps = PH * PW
     inputs = (taps - 1) * C
-    MS = _mat_stride(C, G)
-    matrices = inputs * MS + C * C
+    outputs = [outputs_per_thread] if outputs_per_thread else list(OUTPUTS_PER_THREAD)
 
-    def shared_bytes(th, tw, in_global):
+    def shared_bytes(th, tw, in_global, G):
         chan = ((th + PH - 1) * (tw + PW - 1)) | 1
-        return ((0 if in_global else matrices) + C * chan) * itemsize + (inputs + 1) * 4, chan
+        matrices = 0 if in_global else inputs * _mat_stride(C, G, itemsize) + C * C
+        return (matrices + C * chan) * itemsize + (inputs + 1) * 4, chan
 
     sides = _tile_sides(max(1, min(max_tile or MAX_TILE, max(H, W))))
     candidates = [(H, W, False), (H, W, True)] if max_tile is None or max(H, W) <= max_tile else []
     candidates += [(min(s, H), min(s, W), False) for s in sides if s >= min(8, sides[0])]
     candidates += [(min(s, H), min(s, W), True) for s in sides]
     for th, tw, in_global in candidates:
-        shared, chan = shared_bytes(th, tw, in_global)
-        if shared <= shared_limit:
+        fitting = [G for G in outputs if shared_bytes(th, tw, in_global, G)[0] <= shared_limit]
+        if fitting:
             break
     else:
         raise ValueError(
-            f"solve: images of {C} channels with a {PH}x{PW} kernel need {shared_bytes(1, 1, True)[0]} bytes of "
-            f"shared memory per block even for a 1x1 tile; this device allows {shared_limit}. Use backend='numpy'."
+            f"solve: images of {C} channels with a {PH}x{PW} kernel need "
+            f"{min(shared_bytes(1, 1, True, G)[0] for G in outputs)} bytes of shared memory per block even for a "
+            f"1x1 tile; this device allows {shared_limit}. Use backend='numpy'."
         )
     diagonal = min(th, tw)
-    if lanes is None:
-        lanes = _lanes(groups, inputs, diagonal, max_threads)
-    elif lanes not in (1, 2, 4, 8, 16, 32):
-        raise ValueError(f"lanes must be a power of two from 1 to {MAX_LANES}, got {lanes}")
-    team = groups * lanes
-    if team > max_threads:
-        raise ValueError(f"lanes={lanes} with {groups} output groups needs {team} threads per block; "
-                         f"the device allows {max_threads}")
-    teams = max(1, min(diagonal, max_threads // team))
-    threads = -(-teams * team // 32) * 32
+    teams = []
+    for G in fitting:
+        for L in [lanes] if lanes else [L for L in LANES if L <= max(1, inputs)]:
+            cost = step_cost(C, inputs, G, L, diagonal, min(max_threads, MAX_THREADS_FOR_OUTPUTS[G]), itemsize)
+            if cost is not None:
+                teams.append((cost, -L, G, L))   # ties: more lanes (a shorter chain per thread)
+    if not teams:
+        raise ValueError(f"solve: {C} channels need more threads per pixel than a block's {max_threads} "
+                         f"(outputs_per_thread={outputs_per_thread}, lanes={lanes}); use backend='numpy'")
+    _, _, G, L = min(teams)
+    shared, chan = shared_bytes(th, tw, in_global, G)
+    team = -(-C // G) * L
+    threads = -(-min(diagonal, min(max_threads, MAX_THREADS_FOR_OUTPUTS[G]) // team) * team // 32) * 32
     tiles_h, tiles_w = -(-H // th), -(-W // tw)
     tiles = B * tiles_h * tiles_w
     per_sm = max(1, min(SM_BLOCKS, SM_THREADS // threads, SM_SHARED // (shared + BLOCK_RESERVED_SHARED)))
@@ -173,8 +194,9 @@ def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS,
     if tiles + grid > INT32_MAX:
         raise ValueError(f"solve: {tiles} tiles are more than the kernel's 32-bit tile counter can claim; "
                          "split the batch")
+    MS = _mat_stride(C, G, itemsize)
     prepare_threads = min(256, max(32, -(-max(C, MS) // 32) * 32))
-    return Plan(C, th, tw, tiles_h, tiles_w, threads, grid, G, lanes, MS, chan, shared, in_global,
+    return Plan(C, th, tw, tiles_h, tiles_w, threads, grid, G, L, MS, chan, shared, in_global,
                 min(C + inputs, 1024), prepare_threads, prepare_shared)
 
 
