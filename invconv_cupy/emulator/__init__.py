@@ -28,18 +28,26 @@ import threading
 import numpy as np
 
 from .. import kernel_source
-from .build import KernelCompileError, asan_runtime, build, cache_dir, emulator_source
+from .build import SANITIZE_FLAGS, KernelCompileError, asan_runtime, build, cache_dir, emulator_source, sanitizer_runtime
 
-__all__ = ["EmulatorDevice", "EmulatedFunction", "EmulatedLaunchError", "KernelCompileError", "asan_runtime",
-           "cache_dir"]
+__all__ = ["EmulatorDevice", "EmulatedFunction", "EmulatedLaunchError", "EmulatedKernelError", "KernelCompileError",
+           "asan_runtime", "sanitizer_runtime", "cache_dir"]
 
-# One launch at a time per process: static __shared__ arrays are per-block storage
-# only because blocks never run side by side.
+# Launches run one at a time per process, in call order (like kernels on one stream);
+# running several at once would only share the same cores.
 _LAUNCH_LOCK = threading.Lock()
+_RACE_MODE = 1                # Launch::flags bit 0 in cuda_shim.h
+_ERROR_BYTES = 16384
 
 
 class EmulatedLaunchError(RuntimeError):
     """A launch the GPU would refuse (``CUDA_ERROR_INVALID_VALUE`` on a device)."""
+
+
+class EmulatedKernelError(RuntimeError):
+    """A kernel fault caught while it ran: a misaligned access, a warp intrinsic used against
+    its rules, a deadlock, ``__trap()``, or a block that stopped progressing (the watchdog).
+    On a GPU these fault, hang or silently compute garbage."""
 
 
 class EmulatedFunction:
@@ -53,8 +61,8 @@ class EmulatedFunction:
     def __init__(self, device, library, name):
         self._device = device
         self._launch = getattr(library, f"ic_launch_{name}")
-        self._launch.restype = None
-        self._launch.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
+        self._launch.restype = ctypes.c_int
+        self._launch.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t)
         signature = getattr(library, f"ic_signature_{name}")
         signature.restype = ctypes.c_char_p
         self.signature = tuple(signature().decode().split(",")) if signature() else ()
@@ -123,10 +131,15 @@ class EmulatedFunction:
     def __call__(self, grid, block, args, shared_mem=0):
         grid, block = self._check_geometry(grid, block, int(shared_mem))
         params, holders = self._pack(tuple(args))  # noqa: F841
-        seed = self._device.seed if self._device.seed is not None else int.from_bytes(os.urandom(8), "little")
-        geometry = (ctypes.c_uint64 * 8)(*grid, *block, int(shared_mem), seed)
+        device = self._device
+        seed = device.seed if device.seed is not None else int.from_bytes(os.urandom(8), "little")
+        settings = (_RACE_MODE if device.race else 0, device.concurrent_blocks, round(device.watchdog * 1000))
+        launch = (ctypes.c_uint64 * 11)(*grid, *block, int(shared_mem), seed, *settings)
+        error = ctypes.create_string_buffer(_ERROR_BYTES)
         with _LAUNCH_LOCK:
-            self._launch(geometry, params)   # `holders` keeps the argument values alive until here
+            failed = self._launch(launch, params, error, _ERROR_BYTES)  # `holders` keeps the arguments alive
+        if failed:
+            raise EmulatedKernelError(error.value.decode(errors="replace"))
 
 
 def _dims(what, dims):
@@ -142,6 +155,52 @@ def _describe(arg):
     return f"{type(arg).__name__} {arg!r}"
 
 
+def _setting(name, value, variable, default, parse):
+    """``value`` checked by ``parse``; else ``$variable`` parsed; else ``default``."""
+    if value is not None:
+        return parse(name, value)
+    text = os.environ.get(variable)
+    return parse(f"${variable}", text) if text else default
+
+
+def _sanitizer(name, value):
+    if value not in SANITIZE_FLAGS:
+        raise ValueError(f"{name} must be None or one of {sorted(SANITIZE_FLAGS)}, got {value!r}")
+    return value
+
+
+def _integer(name, value, low, high):
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+    return int(value)
+
+
+def _seed(name, value):
+    return _integer(name, value, 0, 2**64 - 1)
+
+
+def _blocks(name, value):
+    return _integer(name, value, 1, 1024)
+
+
+def _flag(name, value):
+    if isinstance(value, (bool, np.bool_)) or value in ("0", "1"):
+        return value in (True, "1")
+    raise ValueError(f"{name} must be True or False (1 or 0), got {value!r}")
+
+
+def _seconds(name, value):
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not 0.001 <= seconds <= 86400:
+        raise ValueError(f"{name} must be from 0.001 to 86400 seconds, got {value!r}")
+    return seconds
+
+
 class EmulatorDevice:
     """The emulated GPU: kernel functions, array allocation and device limits.
 
@@ -153,26 +212,44 @@ class EmulatorDevice:
     transform : callable, optional
         ``transform(family, source) -> source`` applied to each family's source
         before compiling (tests use it to run deliberately broken kernels).
-    sanitize : {None, "address"}
-        Build with AddressSanitizer; default from ``$INVCONV_EMULATE_SANITIZE``.
+    sanitize : {None, "address", "thread"}
+        Build with AddressSanitizer or ThreadSanitizer (start Python with the
+        runtime in ``LD_PRELOAD``, see :func:`sanitizer_runtime`); default from
+        ``$INVCONV_EMULATE_SANITIZE``.
     seed : int, optional
-        Fixes the block order; default from ``$INVCONV_EMULATE_SEED``, else random per launch.
+        Fixes the block order and every block's thread schedule; default from
+        ``$INVCONV_EMULATE_SEED``, else random per launch.
+    race : bool, optional
+        Race mode: threads also switch at random at every built-in call and workers
+        sleep at random, to expose missing barriers, warp syncs and flag waits;
+        default from ``$INVCONV_EMULATE_RACE`` (``1``), else off.
+    concurrent_blocks : int, optional
+        Blocks running at once (worker OS threads); default from
+        ``$INVCONV_EMULATE_BLOCKS``, else 4.
+    watchdog : float, optional
+        Seconds without progress in any block (while all wait or spin in built-ins)
+        after which a launch stops with :class:`EmulatedKernelError`; default from
+        ``$INVCONV_EMULATE_WATCHDOG``, else 20.
     """
 
     name = "emulate"
     xp = np
 
     def __init__(self, *, max_threads_per_block=1024, max_shared_memory_per_block=48 * 1024,
-                 max_shared_memory_per_block_optin=227 * 1024, transform=None, sanitize=None, seed=None):
+                 max_shared_memory_per_block_optin=227 * 1024, transform=None, sanitize=None, seed=None,
+                 race=None, concurrent_blocks=None, watchdog=None):
         self.max_threads_per_block = max_threads_per_block
         self.max_shared_memory_per_block = max_shared_memory_per_block
         self.max_shared_memory_per_block_optin = max_shared_memory_per_block_optin
         #: use the 64-bit index variants whatever the sizes (tests of the int64 path)
         self.index64 = False
         self.transform = transform
-        self.sanitize = sanitize if sanitize is not None else os.environ.get("INVCONV_EMULATE_SANITIZE") or None
-        env_seed = os.environ.get("INVCONV_EMULATE_SEED")
-        self.seed = seed if seed is not None else (int(env_seed) if env_seed else None)
+        self.sanitize = _setting("sanitize", sanitize, "INVCONV_EMULATE_SANITIZE", None, _sanitizer)
+        self.seed = _setting("seed", seed, "INVCONV_EMULATE_SEED", None, _seed)
+        self.race = _setting("race", race, "INVCONV_EMULATE_RACE", False, _flag)
+        self.concurrent_blocks = _setting("concurrent_blocks", concurrent_blocks, "INVCONV_EMULATE_BLOCKS", 4,
+                                          _blocks)
+        self.watchdog = _setting("watchdog", watchdog, "INVCONV_EMULATE_WATCHDOG", 20.0, _seconds)
         self._libraries = {}
         self._functions = {}
 
@@ -189,7 +266,15 @@ class EmulatorDevice:
                 text = self.transform(family, text)
             entries = kernel_source.find_entry_points(text)
             path = build(emulator_source(text, entries), self.sanitize)
-            self._libraries[key] = ctypes.CDLL(str(path)), entries
+            try:
+                library = ctypes.CDLL(str(path))
+            except OSError as exc:
+                if self.sanitize is None:
+                    raise
+                raise KernelCompileError(
+                    f"a kernel built with sanitize={self.sanitize!r} loads only into a process started with "
+                    f"LD_PRELOAD={sanitizer_runtime(self.sanitize)} ({exc})") from exc
+            self._libraries[key] = library, entries
         return self._libraries[key]
 
     def function(self, family, entry, dtype, index):

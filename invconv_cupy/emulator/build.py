@@ -7,9 +7,11 @@ covers the full source, the flags and the compiler's version. Every process
 compiles into its own temporary file and renames it into place, so concurrent
 processes never see a half-written library.
 
-``$CXX`` names the compiler (default ``g++``). ``sanitize="address"`` adds
-AddressSanitizer; such a library loads only into a process started with
-``LD_PRELOAD`` of the compiler's ``libasan.so`` (see :func:`asan_runtime`).
+``$CXX`` names the compiler (default ``g++``). Every library checks the
+alignment of typed accesses (``-fsanitize=alignment``; the shim turns a report
+into a launch error). ``sanitize="address"`` adds AddressSanitizer,
+``sanitize="thread"`` ThreadSanitizer; such a library loads only into a process
+started with ``LD_PRELOAD`` of the compiler's runtime (see :func:`sanitizer_runtime`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from pathlib import Path
 
 from .. import kernel_source
 
-FLAGS = ("-std=c++20", "-O1", "-fPIC", "-shared", "-pthread")
-SANITIZE_FLAGS = {"address": ("-fsanitize=address", "-fno-omit-frame-pointer", "-g")}
+FLAGS = ("-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fsanitize=alignment")
+SANITIZE_FLAGS = {"address": ("-fsanitize=address", "-fno-omit-frame-pointer", "-g"),
+                  "thread": ("-fsanitize=thread", "-fno-omit-frame-pointer", "-g")}
+_RUNTIMES = {"address": "libasan.so", "thread": "libtsan.so"}
 
 
 class KernelCompileError(RuntimeError):
@@ -56,10 +60,16 @@ def _compiler_version(cxx: str) -> str:
     return out.stdout
 
 
+def sanitizer_runtime(sanitize: str) -> str:
+    """Path of the compiler's runtime for ``sanitize`` (``"address"`` or ``"thread"``), for ``LD_PRELOAD``."""
+    out = subprocess.run([compiler(), f"-print-file-name={_RUNTIMES[sanitize]}"], capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip()
+
+
 def asan_runtime() -> str:
     """Path of the compiler's AddressSanitizer runtime, for ``LD_PRELOAD``."""
-    out = subprocess.run([compiler(), "-print-file-name=libasan.so"], capture_output=True, text=True, check=True)
-    return out.stdout.strip()
+    return sanitizer_runtime("address")
 
 
 def emulator_source(family_source: str, entries) -> str:
