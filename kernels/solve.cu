@@ -35,12 +35,13 @@
 //    is two loads of x and its offset, one vector load of G matrix entries and
 //    G FMAs. Whole images that fit in shared memory are one tile each.
 //
-// Memory order between blocks of one wavefront launch: a block writes its
-// tile to x, every thread runs __threadfence(), __syncthreads(), then one
-// thread sets the tile's flag (release). A waiting thread spins on the flag
-// with volatile loads, then __threadfence(), then __syncthreads() (acquire);
-// the halo is then read with volatile (coherent, L1-bypassing) loads. x is
-// never read through __ldg or a const __restrict__ pointer.
+// Memory order between blocks of one wavefront launch (common.cuh's flag
+// helpers): a block writes its tile to x, __syncthreads(), then one thread
+// sets the tile's flag with ic_store_release (fence, then a volatile store).
+// A waiting thread spins with ic_load_acquire (a volatile load, then a fence),
+// then __syncthreads(); the halo is then read with __ldcg (ld.global.cg:
+// coherent in L2, never a stale L1 line). x is never read through __ldg or a
+// const __restrict__ pointer.
 
 // ---------------------------------------------------------------- preparation
 
@@ -125,18 +126,6 @@ __host__ __device__ constexpr int ic_solve_unroll()
     return G * sizeof(ic_real) <= 16 ? 4 : G * sizeof(ic_real) <= 64 ? 2 : 1;
 }
 
-// A load that neither the compiler nor L1 may serve from a stale copy: data
-// other blocks of this launch write (after the acquire that precedes it).
-__device__ __forceinline__ ic_real ic_solve_coherent_load(const ic_real* p)
-{
-    return *static_cast<const volatile ic_real*>(p);
-}
-
-__device__ __forceinline__ int ic_solve_flag_load(const int* p)
-{
-    return *static_cast<const volatile int*>(p);
-}
-
 // The scalars of a wavefront launch and what each thread derives from them once.
 struct ic_solve_geometry {
     int C, H, W, PH, PW, fh, fw, transpose;
@@ -169,7 +158,7 @@ __device__ void ic_solve_stage(const ic_solve_geometry& q, const ic_real* __rest
             ic_real value = 0;
             if (row_in && v >= 0 && v < q.W) {
                 const ic_index at = row + (q.fw ? q.W - 1 - v : v);
-                value = (r >= q.PH - 1 && s >= q.PW - 1) ? yb[at] : ic_solve_coherent_load(xb + at);
+                value = (r >= q.PH - 1 && s >= q.PW - 1) ? yb[at] : __ldcg(xb + at);   // coherent: see the header
             }
             dst[s] = value;
         }
@@ -329,8 +318,7 @@ __device__ __forceinline__ void ic_solve_wavefront(
             const int dy = (f + 1) / (reach_w + 1), dx = (f + 1) - dy * (reach_w + 1);
             if (ti - dy >= 0 && tj - dx >= 0) {
                 const int* flag = flags + (ti - dy) * tiles_w + (tj - dx);
-                while (ic_solve_flag_load(flag) == 0) {}
-                __threadfence();   // acquire: the flag's tile before the halo loads
+                while (!ic_load_acquire(flag)) {}   // acquire: the tile is written
             }
         }
         __syncthreads();   // every tile the halo reads is ready
@@ -351,10 +339,8 @@ __device__ __forceinline__ void ic_solve_wavefront(
         if (q.taps > 1 && !mat_in_shared) ic_solve_steps<G>(q, gmat, input_offset, img, th, tw);
         ic_solve_write_back(q, x + image, img, u0, v0, th, tw);
 
-        // Release: every writer's fence, then the flag.
-        __threadfence();   // release: this thread's pixels before the flag
         __syncthreads();   // every pixel of the tile is written
-        if (threadIdx.x == 0) atomicExch(flags + ti * tiles_w + tj, 1);
+        if (threadIdx.x == 0) ic_store_release(flags + ti * tiles_w + tj, 1);
     }
 }
 

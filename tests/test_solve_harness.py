@@ -1,14 +1,20 @@
 """The broken-kernel catalogue of ``kernels/solve.cu``: removing any one barrier, fence or flag
 wait must be caught.
 
-Each case deletes one synchronization point from the real kernel text (the
-emulator's ``transform`` hook), runs the solve on the CPU, and expects wrong
-values or NaN (outputs start as NaN, shared memory as 0xFF bytes) in at least
-one of a few runs; the unbroken kernel must match the dense oracle. Cases the
-emulator cannot expose yet are listed with the capability they wait for, so
-the catalogue stays complete.
+Every synchronization point of the kernel is listed in :data:`SYNC_POINTS`. One
+emulator build of the real kernel text guards each point ``k`` with
+``if (ic_solve_broken != k)`` (a block-uniform switch that a one-thread launch
+sets), so one compile serves every case: with ``ic_solve_broken = k`` the point
+is gone (or, for a fence, its relaxed form runs instead). Each case then solves
+on the CPU in the emulator's race mode (threads switch at random at every
+built-in, blocks run concurrently and sleep at random) and expects wrong values,
+NaN (outputs start as NaN, shared memory as 0xFF bytes) or a kernel error (the
+watchdog) in at least one of a few runs; with no point removed the same build
+matches the dense oracle. Cases the emulator cannot expose yet say which
+capability they wait for, so the catalogue stays complete.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -19,51 +25,74 @@ import pytest
 from conftest import make_weight
 from invconv_cupy import kernel_source
 from invconv_cupy.backends import kernel_solve
-from invconv_cupy.emulator import EmulatorDevice
+from invconv_cupy.emulator import EmulatedKernelError, EmulatorDevice
 from invconv_cupy.orientation import parse_orientation
 from oracle import Dense
 
-CONCURRENT_BLOCKS = "needs blocks that run concurrently (the emu branch's emulator); here blocks run one at a time"
-RACE_MODE = ("needs the emulator's race-exposing mode (random delays between barrier phases, emu branch): only "
-             "the first step reads z formed by another thread, which formed it first; 0 of 10 runs caught it")
-WEAK_MEMORY = "needs an emulated weak memory order (x86 keeps stores in order, so a missing fence cannot show)"
+TSAN_BUILD = ("a missing acquire or release fence shows only as a data race under the emulator's ThreadSanitizer "
+              "mode (x86 keeps stores in order), and that build fails here: g++ 12 has no __tsan_ignore_thread_begin "
+              "(cuda_shim.h, emu branch)")
 
-# name -> (exact text in kernels/solve.cu, how to run it, why the emulator cannot expose it yet or None)
+# name -> (exact statement in kernels/solve.cu, what runs instead when broken, why it cannot be caught yet or None)
 SYNC_POINTS = {
-    "prepare: A^-1 formed before the step matrices": ("__syncthreads();   // A^-1 is formed", "many_channels", None),
-    "claim published": ("__syncthreads();   // the claim is shared; the previous tile is no longer read",
-                        "subprocess", None),
-    "flag wait": ("while (ic_solve_flag_load(flag) == 0) {}", "tiles", CONCURRENT_BLOCKS),
-    "acquire fence": ("__threadfence();   // acquire: the flag's tile before the halo loads", "tiles", WEAK_MEMORY),
-    "halo tiles ready before staging": ("__syncthreads();   // every tile the halo reads is ready", "tiles",
-                                        CONCURRENT_BLOCKS),
-    "tile staged": ("__syncthreads();   // the tile is staged", "single", None),
-    "z formed": ("__syncthreads();   // z is formed", "single", RACE_MODE),
-    "step barrier": ("__syncthreads();   // the step's pixels are written", "single", None),
-    "release fence": ("__threadfence();   // release: this thread's pixels before the flag", "tiles", WEAK_MEMORY),
-    "tile written before its flag": ("__syncthreads();   // every pixel of the tile is written", "tiles",
-                                     CONCURRENT_BLOCKS),
+    "prepare: A^-1 formed before the step matrices": ("__syncthreads();   // A^-1 is formed", "", None),
+    "claim published": ("__syncthreads();   // the claim is shared; the previous tile is no longer read", "", None),
+    "flag wait": ("while (!ic_load_acquire(flag)) {}   // acquire: the tile is written", "", None),
+    "acquire (the fence after the flag load)": ("while (!ic_load_acquire(flag)) {}   // acquire: the tile is written",
+                                                "while (!ic_load_relaxed(flag)) {}", TSAN_BUILD),
+    "halo tiles ready before staging": ("__syncthreads();   // every tile the halo reads is ready", "", None),
+    "tile staged": ("__syncthreads();   // the tile is staged", "", None),
+    "z formed": ("__syncthreads();   // z is formed", "", None),
+    "step barrier": ("__syncthreads();   // the step's pixels are written", "", None),
+    "tile written before its flag": ("__syncthreads();   // every pixel of the tile is written", "", None),
+    "release (the fence before the flag store)": ("ic_store_release(flags + ti * tiles_w + tj, 1);",
+                                                  "ic_store_relaxed(flags + ti * tiles_w + tj, 1);", TSAN_BUILD),
 }
+NAMES = list(SYNC_POINTS)
+_BROKEN = "__device__ int ic_solve_broken = -1;\n"
+_SWITCH = """
+extern "C" __global__ void solve_test_break(int point) { ic_solve_broken = point; }
+"""
 
 
-def _removing(text_to_remove):
-    def transform(family, text):
-        if family != "solve":
-            return text
-        assert text.count(text_to_remove) == 1, f"{text_to_remove!r} is not once in solve.cu; update the catalogue"
-        return text.replace(text_to_remove, "", 1)
+def breakable(family, text):
+    """``solve``'s source with every catalogued point ``k`` behind ``if (ic_solve_broken != k)``."""
+    if family != "solve":
+        return text
+    statements = {}
+    for k, (old, new, _) in enumerate(SYNC_POINTS.values()):
+        statements.setdefault(old, []).append((k, new))
+    for old, cases in statements.items():
+        assert text.count(old) == 1, f"{old!r} is not once in solve.cu; update the catalogue"
+        code = old.split("//")[0].strip()
+        guarded = code
+        for k, new in cases:
+            guarded = f"if (ic_solve_broken != {k}) {{ {guarded} }} else {{ {new} }}"
+        text = text.replace(old, guarded, 1)
+    marker = '#line 1 "solve.cu"'
+    assert text.count(marker) == 1
+    return text.replace(marker, _BROKEN + marker) + _SWITCH
 
-    return transform
+
+def _device(**settings):
+    return EmulatorDevice(max_threads_per_block=64, transform=breakable, watchdog=5, concurrent_blocks=8, **settings)
 
 
-def _run(device, how, rng):
-    """One solve on fresh inputs: (result, dense oracle's answer)."""
-    C = 7 if how == "many_channels" else 3
-    B, H, W, KH, KW = 2, 7, 6, 3, 3
-    w = make_weight(rng, C, KH, KW, "TR")
+def _break(device, name):
+    """Remove the point ``name`` (None: none) from the next launches on ``device``."""
+    point = -1 if name is None else NAMES.index(name)
+    device.function("solve", "solve_test_break", "float64", "int32")((1,), (1,), (np.int32(point),))
+
+
+def _run(device, name, rng):
+    """A tiled solve (2 x 2 tiles, halos from other tiles; 1 output per thread, 2 lanes: several
+    output groups and shuffles) on fresh inputs: (result, dense oracle's answer)."""
+    C = 5 if name.startswith("prepare") else 2   # the prepare's rows need other threads' columns of A^-1
+    B, H, W, K = 2, 6, 5, 3
+    w = make_weight(rng, C, K, K, "TR")
     y = rng.standard_normal((B, C, H, W))
-    options = {"max_tile": 2} if how == "tiles" else {}
-    return kernel_solve.solve(device, y, w, parse_orientation("TR"), **options), Dense(w, H, W, "TR").solve(y)
+    got = kernel_solve.solve(device, y, w, parse_orientation("TR"), max_tile=2, outputs_per_thread=1, lanes=2)
+    return got, Dense(w, H, W, "TR").solve(y)
 
 
 def test_every_synchronization_point_of_solve_cu_is_in_the_catalogue():
@@ -71,57 +100,65 @@ def test_every_synchronization_point_of_solve_cu_is_in_the_catalogue():
     for name, (old, _, _) in SYNC_POINTS.items():
         assert text.count(old) == 1, name
     code = "\n".join(line.split("//")[0] for line in text.splitlines())
-    listed = " ".join(old.split("//")[0] for old, _, _ in SYNC_POINTS.values())
-    for primitive in ("__syncthreads()", "__syncwarp(", "__threadfence()", "while (ic_solve_flag_load"):
+    statements = dict.fromkeys(old for old, _, _ in SYNC_POINTS.values())   # acquire and wait share one
+    listed = " ".join(old.split("//")[0] for old in statements)
+    for primitive in ("__syncthreads()", "__syncwarp(", "__threadfence()", "ic_load_acquire(", "ic_store_release(",
+                      "ic_load_relaxed(", "ic_store_relaxed("):
         assert code.count(primitive) == listed.count(primitive), primitive
 
 
-@pytest.mark.parametrize("name", list(SYNC_POINTS))
+def test_the_breakable_build_with_nothing_removed_is_right(rng):
+    device = _device(race=True)
+    _break(device, None)
+    for name in ("prepare: A^-1 formed before the step matrices", "tile staged"):   # both shapes _run uses
+        got, want = _run(device, name, rng)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_removing_a_synchronization_point_is_caught(rng, name):
-    old, how, blocker = SYNC_POINTS[name]
+    blocker = SYNC_POINTS[name][2]
     if blocker is not None:
         pytest.skip(blocker)
-    if how == "subprocess":
-        _caught_in_a_subprocess(old)
+    if name == "claim published":
+        _caught_in_a_subprocess(name)
         return
-    device = EmulatorDevice(max_threads_per_block=64, transform=_removing(old))
-    for _ in range(3):   # the threads really run concurrently; a race may hide in one run
-        got, want = _run(device, how, rng)
+    device = _device(race=True)
+    _break(device, name)
+    for _ in range(64):   # a race may hide in a run (one run here takes milliseconds)
+        try:
+            got, want = _run(device, name, rng)
+        except EmulatedKernelError:   # e.g. the watchdog: a block waits for a flag nobody sets
+            return
         if not np.allclose(got, want, rtol=0, atol=1e-9):
-            break
-    else:
-        pytest.fail(f"the emulator did not notice the missing {name}")
-    got, want = _run(EmulatorDevice(max_threads_per_block=64), how, rng)
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)   # the unbroken kernel is right
+            return
+    pytest.fail(f"the emulator did not notice the missing {name}")
 
 
 _PROBE = textwrap.dedent("""
     import sys
     import numpy as np
-    from invconv_cupy.backends import kernel_solve
-    from invconv_cupy.emulator import EmulatorDevice
-    from invconv_cupy.orientation import parse_orientation
-    old = sys.argv[1]
+    sys.path.insert(0, sys.argv[2])
+    import test_solve_harness as harness
+    device = harness._device(race=True)
+    harness._break(device, sys.argv[1])
     rng = np.random.default_rng()
-    w = rng.uniform(-0.05, 0.05, (3, 3, 3, 3))
-    w[:, :, 2, 0] += np.diag([1.5, -1.2, 1.8])
-    y = rng.standard_normal((2, 3, 7, 6))
-    orient = parse_orientation("TR")
-    want = kernel_solve.solve(EmulatorDevice(max_threads_per_block=64), y, w, orient)
-    broken = EmulatorDevice(max_threads_per_block=64, transform=lambda f, t: t.replace(old, "", 1))
-    same = all(np.array_equal(kernel_solve.solve(broken, y, w, orient), want) for _ in range(3))
+    same = True
+    for _ in range(3):
+        got, want = harness._run(device, sys.argv[1], rng)
+        same = same and np.allclose(got, want, rtol=0, atol=1e-9)
     print("same" if same else "different", flush=True)
 """)
 
 
-def _caught_in_a_subprocess(old):
+def _caught_in_a_subprocess(name):
     """A broken claim can send a block to a tile that does not exist (out-of-bounds accesses, or a
     wait for a flag nobody sets): run it in its own process, where a crash or a hang also counts
-    as caught. Both kernels are compiled here first, so the probe only loads them from the cache."""
-    for transform in (None, _removing(old)):
-        EmulatorDevice(transform=transform).function("solve", "solve_prepare", "float64", "int32")
+    as caught. The build is compiled here first, so the probe only loads it from the cache."""
+    _device().function("solve", "solve_prepare", "float64", "int32")
+    tests = os.path.dirname(os.path.abspath(__file__))
     try:
-        out = subprocess.run([sys.executable, "-c", _PROBE, old], capture_output=True, text=True, timeout=12)
+        out = subprocess.run([sys.executable, "-c", _PROBE, name, tests], capture_output=True, text=True, timeout=30)
     except subprocess.TimeoutExpired:
         return
     assert out.returncode != 0 or out.stdout.strip() == "different", out.stdout + out.stderr[-2000:]
