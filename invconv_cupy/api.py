@@ -19,8 +19,19 @@ from .orientation import parse_orientation
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def _refuse_masked(name, obj):
+    # A masked array is an ndarray whose mask every computation here would ignore.
+    if isinstance(obj, np.ndarray) and type(obj) is not np.ndarray and isinstance(obj, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a NumPy masked array; its mask would be ignored. Pass {name}.filled(value) "
+            "(masked entries replaced by a value you choose) or a plain array"
+        )
+
+
 def _import_operands(named, backend):
     """Check devices agree, pick the backend, import every operand zero-copy."""
+    for name, obj in named:
+        _refuse_masked(name, obj)
     devices = [(name, device_of(obj, name)) for name, obj in named]
     first_name, device = devices[0]
     for name, other in devices[1:]:
@@ -65,20 +76,21 @@ def _check_same_shape(name, a, ref_name, ref):
 
 
 def _check_anchor(xp, w, orient):
-    """Raise ``ValueError`` naming the first channel whose anchor diagonal entry is zero.
+    """Raise ``ValueError`` naming the first channel whose anchor diagonal entry is zero, NaN or infinite.
 
     On a GPU this reads one boolean back to the host (a synchronization).
+    Subnormal entries pass (see ``solve``'s ``check``).
     """
     a_h, a_w = orient.anchor(*w.shape[2:])
     diagonal = xp.diagonal(w[:, :, a_h, a_w])
-    if bool((diagonal == 0).any()):
+    if bool(((diagonal == 0) | ~xp.isfinite(diagonal)).any()):
         host = diagonal if xp is np else xp.asnumpy(diagonal)
-        channel = int(np.flatnonzero(host == 0)[0])
-        raise ValueError(
-            f"weight's anchor diagonal is zero at channel {channel} "
-            f"(weight[{channel}, {channel}, {a_h}, {a_w}] for orientation {orient.name!r}): "
-            "the convolution is not invertible"
-        )
+        channel = int(np.flatnonzero((host == 0) | ~np.isfinite(host))[0])
+        value = host[channel]
+        where = f"at channel {channel} (weight[{channel}, {channel}, {a_h}, {a_w}] for orientation {orient.name!r})"
+        if value == 0:
+            raise ValueError(f"weight's anchor diagonal is zero {where}: the convolution is not invertible")
+        raise ValueError(f"weight's anchor diagonal is {value} {where}: it must be finite and nonzero")
 
 
 def _on_device(device: Device):
@@ -138,9 +150,15 @@ def solve(y, weight, orientation="TL", *, backend=None, check=True):
     orientation : {"TL", "TR", "BL", "BR"}
     backend : {None, "numpy", "cupy", "emulate"}
     check : bool
-        Raise ``ValueError`` when an anchor diagonal entry is zero. On a GPU this
-        costs one small device-to-host read; ``check=False`` skips it (a zero then
-        gives inf/nan instead of an error).
+        Raise ``ValueError`` when an anchor diagonal entry is zero, NaN or
+        infinite. On a GPU this costs one small device-to-host read;
+        ``check=False`` skips it (such an entry then gives inf/nan instead of an
+        error). A subnormal entry (nonzero, below ``numpy.finfo(dtype).tiny``)
+        passes the check. Where its reciprocal overflows (float32 entries below
+        about 2.9e-39, float64 below about 5.6e-309), and for any float32
+        subnormal on a GPU (CuPy compiles kernels with ``-ftz=true``, flushing
+        it to zero), the result is NaN/inf. Keep ``|A[o, o]|`` well above
+        ``numpy.finfo(dtype).tiny``.
 
     Returns
     -------

@@ -92,7 +92,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m invconv_cupy.check_kernels", description=__doc__.split("\n")[0])
     parser.add_argument("--arch", type=int, nargs="+", default=list(DEFAULT_ARCHS),
                         help="compute capabilities, e.g. 80 90 (default: %(default)s)")
+    parser.add_argument("--resources", action="store_true",
+                        help="compile to cubins and print registers, spills, local and shared memory per entry "
+                             "point, and the occupancy of the headline case's launches")
     args = parser.parse_args(argv)
+    if args.resources:
+        from . import kernel_resources
+
+        return 1 if kernel_resources.print_report(args.arch, sys.stdout) else 0
     return 1 if check(args.arch) else 0
 
 

@@ -1,8 +1,9 @@
 """The GPU benchmark's own kernels and logic, checked without a GPU.
 
 ``bench/baselines.cu`` (the launch-per-step baselines) and ``bench/solve_v1.cu``
-(the v1 solve kernel) compile with NVRTC and, under the emulator, solve exactly; ``bench/gpu_bench.py --dry-run`` runs; the
-ratios are our time over theirs.
+(the v1 solve kernel) compile with NVRTC and, under the emulator, solve exactly;
+``bench/gpu_bench.py --dry-run`` runs; the ratios are our time over theirs; the
+float64 references the timed outputs are checked against are right.
 """
 
 import ctypes
@@ -23,6 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import gpu_baselines  # noqa: E402
 import gpu_bench  # noqa: E402
+import gpu_cases  # noqa: E402
+import gpu_measure  # noqa: E402
+import gpu_reference  # noqa: E402
 import solve_v1  # noqa: E402
 
 
@@ -115,26 +119,45 @@ def test_headline_ratios_divide_our_median_by_theirs():
     assert "solve_vs_cusparse" not in ratios and goals["solve_vs_cusparse"] == 0.1
 
 
-def test_the_benchmarks_torch_references_agree_with_the_operator(rng):
-    """gpu_bench.Checks (conv, its transpose and weight gradient through torch) is what every
-    benchmarked output is checked against; here on CPU tensors against the NumPy path."""
+def test_the_benchmarks_references_agree_with_torch_and_the_operator(rng):
+    """gpu_reference (what every timed output is checked against) on CPU: the solve and its
+    vjp are the operator's identities; conv2d "same" and its backward equal torch's."""
     torch = pytest.importorskip("torch")
     B, C, H, W, K = 2, 4, 6, 5, 3
     w = make_weight(rng, C, K, K, "TL")
-    x, g = rng.standard_normal((2, B, C, H, W))
-    checks = gpu_bench.Checks(torch.from_numpy(w))
-    np.testing.assert_allclose(checks.conv(torch.from_numpy(x)).numpy(), ic.conv(x, w), atol=1e-12)
-    grad_x, grad_w = ic.conv_vjp(g, x, w)
-    np.testing.assert_allclose(checks.conv_transpose(torch.from_numpy(g)).numpy(), grad_x, atol=1e-12)
-    np.testing.assert_allclose(checks.weight_grad(torch.from_numpy(g), torch.from_numpy(x)).numpy(), grad_w,
-                               atol=1e-12)
-    assert gpu_bench.Checks.relative(torch.from_numpy(x), torch.from_numpy(x)) == 0.0
+    y, g = rng.standard_normal((2, B, C, H, W))
+    x = gpu_reference.solve(y, w)
+    np.testing.assert_allclose(ic.conv(x, w), y, atol=1e-12)
+    grad_y, grad_w = gpu_reference.solve_vjp(g, x, w)
+    np.testing.assert_allclose(ic.conv_vjp(grad_y, x, w)[0], g, atol=1e-12)           # grad_y = T^-T g
+    np.testing.assert_allclose(grad_w, -ic.conv_vjp(grad_y, x, w)[1], atol=1e-12)
+    xt, wt, gt = (torch.from_numpy(a).requires_grad_() for a in (x, w, g))
+    out = torch.nn.functional.conv2d(xt, wt, padding="same")
+    np.testing.assert_allclose(gpu_reference.conv2d_same(x, w), out.detach().numpy(), atol=1e-12)
+    out.backward(gt)
+    grad_input, grad_weight = gpu_reference.conv2d_same_backward(g, x, w)
+    np.testing.assert_allclose(grad_input, xt.grad.numpy(), atol=1e-12)
+    np.testing.assert_allclose(grad_weight, wt.grad.numpy(), atol=1e-12)
+
+
+def test_relative_error_refuses_shape_mismatch_and_non_finite_values(rng):
+    a = rng.standard_normal((3, 4))
+    assert gpu_reference.relative_error(a, a) == 0.0
+    assert gpu_reference.relative_error(a + 1e-3, a) == pytest.approx(1e-3 / max(1.0, np.abs(a).max()))
+    assert gpu_reference.relative_error(a[:2], a) == float("inf")
+    b = a.copy()
+    b[1, 2] = np.nan
+    assert gpu_reference.relative_error(b, a) == float("inf")
 
 
 def test_every_ratio_names_measurements_the_benchmark_takes():
-    import inspect
-
-    measured = set(re.findall(r'run\.measure\(\s*"(\w+)"', inspect.getsource(gpu_bench.run_case)))
-    for spec in (gpu_bench.RATIOS, gpu_bench.GRAPH_RATIOS):
+    measured = {m.label for m in gpu_cases.MEASUREMENTS}
+    for case in gpu_cases.CASES.values():                       # labels are unique within a case
+        labels = [m.label for m in gpu_cases.MEASUREMENTS if m.applies(case)]
+        assert len(labels) == len(set(labels)) and "solve" in labels
+    for spec in (gpu_cases.RATIOS, gpu_cases.GRAPH_RATIOS):
         for ours, theirs, _ in spec.values():
             assert ours in measured and theirs in measured
+    for ours, theirs in gpu_cases.CASE_RATIOS.values():
+        assert ours in measured and theirs in measured
+    assert set(gpu_measure.REFERENCES) >= {m.expect for m in gpu_cases.MEASUREMENTS}

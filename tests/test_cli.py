@@ -10,7 +10,7 @@ import pytest
 from scipy.signal import convolve2d
 
 from cli_util import listing, psnr, run_cli, stable_quadrant_psf, synthetic_image
-from invconv_cupy.cli.device import _cuda_available
+from invconv_cupy.cli.device import cuda_problem
 from invconv_cupy.cli.images import read_image
 
 ORIENTATIONS = ("TL", "TR", "BL", "BR")
@@ -296,7 +296,7 @@ CASES = {
 def test_error_exits_2_with_one_line_and_writes_nothing(files, capsys, case):
     import re
 
-    if case == "cuda without a gpu" and _cuda_available():
+    if case == "cuda without a gpu" and cuda_problem() is None:
         pytest.skip("a GPU is present")
     argv = _prepare(case, files)
     before = listing(files)

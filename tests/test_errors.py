@@ -128,3 +128,54 @@ def test_cpu_backend_refuses_cuda_data_and_mixed_devices(ok):
         ic.conv(_FakeCudaArray(), _FakeCudaArray(), backend="numpy")
     with pytest.raises(ValueError, match="x and weight must be on the same device, got cpu and cuda:0"):
         ic.conv(x, _FakeCudaArray())
+
+
+@pytest.mark.parametrize(
+    "fn, masked, name",
+    [("conv", "x", "x"), ("solve", "x", "y"), ("conv_vjp", "x", "grad_y"), ("solve_vjp", "x", "grad_x"),
+     ("conv", "weight", "weight"), ("solve_vjp", "weight", "weight"), ("logdet", "weight", "weight")],
+)
+def test_masked_arrays_are_refused(ok, rng, fn, masked, name):
+    """A masked array's mask would be silently ignored: refuse it, naming the argument."""
+    x, w = ok
+    if masked == "x":
+        x = np.ma.masked_array(x, mask=rng.random(x.shape) < 0.5)
+    else:
+        w = np.ma.masked_array(w, mask=rng.random(w.shape) < 0.5)
+    call = (lambda: ic.logdet(w, 4, 4)) if fn == "logdet" else _all_calls(x, w)[fn]
+    with pytest.raises(TypeError, match=f"^{name} is a NumPy masked array.*filled"):
+        call()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("orientation", ["TL", "BR"])
+@pytest.mark.parametrize("fn", ["solve", "solve_vjp", "logdet"])
+@pytest.mark.parametrize("backend", ["numpy", "emulate"])
+def test_non_finite_anchor_diagonal_names_the_channel(rng, bad, orientation, fn, backend):
+    channel = int(rng.integers(0, 3))
+    w = make_weight(rng, 3, 2, 2, orientation)
+    a = 1 if orientation == "TL" else 0
+    w[channel, channel, a, a] = bad
+    x = rng.standard_normal((1, 3, 3, 3))
+    call = {
+        "solve": lambda: ic.solve(x, w, orientation, backend=backend),
+        "solve_vjp": lambda: ic.solve_vjp(x, x, w, orientation, backend=backend),
+        "logdet": lambda: ic.logdet(w, 3, 3, orientation, backend=backend),
+    }[fn]
+    with pytest.raises(ValueError, match=f"anchor diagonal is {bad} at channel {channel} "):
+        call()
+
+
+@pytest.mark.parametrize("dtype, tiny", [(np.float64, 1e-310), (np.float32, 1e-40)])
+@pytest.mark.parametrize("backend", ["numpy", "emulate"])
+def test_subnormal_anchor_diagonal_behaves_as_documented(rng, dtype, tiny, backend):
+    """README: a subnormal anchor entry passes check=True; its reciprocal overflows, so solve's
+    result is not finite, while logdet stays finite."""
+    w = make_weight(rng, 2, 2, 2).astype(dtype)
+    w[1, 1, 1, 1] = tiny
+    assert 0 < abs(w[1, 1, 1, 1]) < np.finfo(dtype).tiny
+    x = rng.standard_normal((1, 2, 3, 3)).astype(dtype)
+    with np.errstate(all="ignore"):
+        result = ic.solve(x, w, backend=backend)
+    assert not np.isfinite(result).all()
+    assert np.isfinite(ic.logdet(w, 3, 3))

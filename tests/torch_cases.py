@@ -2,20 +2,14 @@
 
 import pytest
 
-from conftest import make_weight
+from conftest import cuda_available, make_weight
 
 torch = pytest.importorskip("torch")
 
 
 def cuda_ready() -> bool:
     """A CUDA device that torch and CuPy can both use."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import cupy
-    except ImportError:
-        return False
-    return cupy.cuda.is_available()
+    return torch.cuda.is_available() and cuda_available()
 
 
 GPU = [pytest.mark.gpu, pytest.mark.skipif(not cuda_ready(), reason="needs a CUDA device and CuPy")]

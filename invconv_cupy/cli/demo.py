@@ -18,8 +18,9 @@ from scipy.signal import convolve2d
 
 from .device import resolve_device
 from .errors import CliError
-from .images import atomic_output, write_image
+from .images import write_image
 from .methods import choose_lambda, deblur_exact, deblur_tikhonov, pick_preconditioner
+from .output import write_array
 from .psf import exact_kernel, motion_psf
 
 #: The built-in blur: 9 pixels at 30 degrees, taps falling as 0.85**distance (a stable inverse).
@@ -128,6 +129,5 @@ def run(args) -> None:
     comparison = _panel(panels, columns=3)
     write_image(out / "comparison.png", comparison[None] / 255.0, np.dtype(np.uint8))
     write_image(out / "blurred.png", np.clip(blurred, 0.0, 1.0)[None], np.dtype(np.uint8))
-    with atomic_output(out / "psf.npy") as handle:
-        np.save(handle, psf, allow_pickle=False)
+    write_array(out / "psf.npy", psf)
     print(f"wrote {out / 'comparison.png'}, {out / 'blurred.png'} and {out / 'psf.npy'}")

@@ -39,15 +39,23 @@ class Compute:
         return array if isinstance(array, np.ndarray) else self.xp.asnumpy(array)
 
 
-def _cuda_available() -> bool:
+def cuda_problem() -> str | None:
+    """Why CuPy cannot compute on a GPU here, or None when it can.
+
+    Any failure to import or initialize CuPy counts: besides a missing package or
+    driver, ``import cupy`` raises ``OSError`` when it cannot create ``~/.cupy``
+    (a service account whose home folder is missing or read-only).
+    """
     try:
         import cupy
-    except ImportError:
-        return False
+    except Exception as exc:  # noqa: BLE001 - every way the import fails means "no GPU"
+        return f"CuPy cannot be imported ({type(exc).__name__}: {exc})"
     try:
-        return bool(cupy.cuda.is_available())
-    except Exception:  # noqa: BLE001 - a broken CUDA install reports in many ways; it means "no GPU"
-        return False
+        if cupy.cuda.is_available():
+            return None
+    except Exception as exc:  # noqa: BLE001 - a broken CUDA install reports in many ways; it means "no GPU"
+        return f"CUDA cannot be initialized ({type(exc).__name__}: {exc})"
+    return "no CUDA GPU is available to CuPy (cupy.cuda.is_available() is False)"
 
 
 def resolve_device(request: str) -> Compute:
@@ -56,21 +64,22 @@ def resolve_device(request: str) -> Compute:
     Parameters
     ----------
     request : {"auto", "cpu", "cuda"}
-        ``"auto"`` is ``"cuda"`` when CuPy sees a GPU, else ``"cpu"``.
+        ``"auto"`` is ``"cuda"`` when CuPy can use a GPU (:func:`cuda_problem`), else ``"cpu"``.
 
     Raises
     ------
     CliError
-        For ``"cuda"`` without a usable GPU and CuPy.
+        For ``"cuda"`` without a usable GPU and CuPy, saying why.
     """
     if request not in DEVICES:
         raise CliError(f"--device must be one of {', '.join(DEVICES)}, got {request!r}")
-    if request == "cpu" or (request == "auto" and not _cuda_available()):
+    problem = None if request == "cpu" else cuda_problem()
+    if request == "cpu" or (request == "auto" and problem is not None):
         return Compute("cpu", np, importlib.import_module("scipy.sparse.linalg"))
-    if not _cuda_available():
-        raise CliError("--device cuda: no CUDA GPU is available to CuPy (cupy.cuda.is_available() is False)")
+    if problem is not None:
+        raise CliError(f"--device cuda: no CUDA GPU can be used: {problem}")
     try:
         linalg = importlib.import_module("cupyx.scipy.sparse.linalg")
-    except ImportError as exc:
+    except Exception as exc:  # noqa: BLE001 - as for cupy itself
         raise CliError(f"--device cuda: cupyx.scipy.sparse.linalg cannot be imported ({exc})") from None
     return Compute("cuda", importlib.import_module("cupy"), linalg)

@@ -20,7 +20,8 @@ from invconv_cupy.orientation import parse_orientation
 
 from .device import Compute, resolve_device
 from .errors import CliError
-from .images import atomic_output, read_image
+from .images import read_image
+from .output import write_array
 from .psf import MAX_GROWTH, CausalKernel, inverse_growth, psf_of
 
 #: Lower bound on the anchor (centre) tap while fitting, so the inverse stays defined.
@@ -155,8 +156,7 @@ def run(args) -> None:
     orientations = ic.ORIENTATIONS if args.orientation == "auto" else (args.orientation,)
     fits = [fit_kernel(sharp.data, blurred.data, args.size, o, compute, maxiter=args.maxiter) for o in orientations]
     best = max(fits, key=lambda f: f.psnr_after)
-    with atomic_output(output) as handle:
-        np.save(handle, psf_of(best.kernel), allow_pickle=False)
+    write_array(output, psf_of(best.kernel))
     growth = inverse_growth(best.kernel)
     stability = (
         "stable" if growth <= MAX_GROWTH else f"unstable (growth {growth:.3g}): apply --method exact will refuse it"

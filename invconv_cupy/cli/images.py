@@ -3,22 +3,20 @@
 Inside the command line an image is a ``(C, H, W)`` float64 array: integer
 images scaled to ``[0, 1]`` by their dtype's maximum, float images as stored.
 Output keeps the input's dtype: integer images are clipped to their range and
-rounded, float images are written as they are. Every file is written to a
-temporary file in the destination folder and then moved into place, so a
-failure never leaves a partial file.
+rounded, float images are written as they are. Every file is checked and
+written through :mod:`.output`: never a NaN, overflowed or saturated picture,
+never a partial file.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CliError
+from .output import atomic_output, check_result
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 ARRAY_SUFFIXES = (".npy",)
@@ -169,32 +167,15 @@ def encode(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return pixels[:, :, 0] if pixels.shape[-1] == 1 else pixels
 
 
-@contextlib.contextmanager
-def atomic_output(path: Path):
-    """Yield a binary file in ``path``'s folder that replaces ``path`` only if the block succeeds.
-
-    Creates the folder if needed. Raises ``CliError`` when the file cannot be written.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    except OSError as exc:
-        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with handle:
-            yield handle
-        os.replace(handle.name, path)
-    except OSError as exc:
-        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(handle.name)
-
-
 def write_image(path: Path, data: np.ndarray, dtype: np.dtype) -> None:
-    """Write ``(C, H, W)`` float64 ``data`` to ``path`` in ``dtype`` (see :func:`encode`), atomically."""
+    """Write ``(C, H, W)`` float64 ``data`` to ``path`` in ``dtype`` (see :func:`encode`), atomically.
+
+    Raises ``CliError`` for a result :func:`output.check_result` refuses, and when the file cannot be written.
+    """
     check_writable(path, dtype, data.shape[0])
-    pixels = encode(data, dtype)
+    with np.errstate(invalid="ignore", over="ignore"):   # check_result reports what the cast could not keep
+        pixels = encode(data, dtype)
+    check_result(path, data, pixels)
     suffix = path.suffix.lower()
     with atomic_output(path) as handle:
         if suffix == ".npy":

@@ -1,8 +1,14 @@
 """``invconv-deblur``: the argument parser and the entry point.
 
-Every user error (bad input, refused request, usage error) ends with exit code 2
-and one line on stderr, ``invconv-deblur: error: <what is wrong>``, and no
-output file.
+Exit codes: 0 success; 2 a user error (bad input, a refused request, a usage
+error, a result that would be a wrong picture, not enough memory), with one
+line on stderr, ``invconv-deblur: error: <what is wrong>``, and no output file;
+130 after Ctrl-C (SIGINT) and 143 after SIGTERM, with ``invconv-deblur:
+interrupted`` (or ``terminated``) and no temporary file left; 1 an unexpected
+error (a bug: the traceback is printed).
+
+The program (the console script, ``python -m invconv_cupy.cli``) starts in
+:mod:`.program`, which installs the signal handlers before importing this module.
 """
 
 from __future__ import annotations
@@ -10,11 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+import warnings
 
+from . import messages
 from .device import DEVICES
 from .errors import CliError
-
-PROG = "invconv-deblur"
+from .program import PROG
 
 _PSF_HELP = """\
 PSF convention (as scikit-image's restoration functions):
@@ -133,18 +140,38 @@ def _add_common(parser):
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: CUDA (CuPy) when a GPU is available, else CPU (NumPy)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show every warning from the libraries used (default: at most a one-line summary)")
 
 
 def main(argv=None) -> int:
     """Run ``invconv-deblur`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code.
+
+    Warnings from the libraries used are collected: a successful run ends with a
+    one-line summary of them, a failed one shows only its error; ``-v`` prints
+    them all. In-process, Ctrl-C raises ``KeyboardInterrupt`` inside: partial
+    outputs are removed on the way out and ``main`` returns 130. The program
+    itself (:func:`.program.run_program`) ends at once on SIGINT and SIGTERM.
 
     Returns
     -------
     int
         0 on success, 2 for a user error (one line on stderr), 130 on Ctrl-C.
     """
+    with warnings.catch_warnings(record=True) as caught:
+        code, verbose = _run(argv)
+    if verbose or code == 0:
+        for line in messages.warning_lines(caught, verbose):
+            print(f"{PROG}: {line}", file=sys.stderr)
+    return code
+
+
+def _run(argv) -> tuple[int, bool]:
+    """Parse and run a command; return the exit code and whether ``-v`` was given."""
+    verbose = False
     try:
         args = build_parser().parse_args(argv)
+        verbose = args.verbose
         if args.command == "demo":
             from .demo import run
         elif args.command == "apply":
@@ -155,8 +182,11 @@ def main(argv=None) -> int:
     except CliError as exc:
         message = str(exc).replace("\n", " ")
         print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
+        return 2, verbose
+    except MemoryError as exc:
+        print(f"{PROG}: error: {messages.out_of_memory(exc)}", file=sys.stderr)
+        return 2, verbose
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return 130, verbose
+    return 0, verbose

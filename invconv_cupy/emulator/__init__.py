@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import kernel_source
 from .build import SANITIZE_FLAGS, KernelCompileError, asan_runtime, build, cache_dir, emulator_source, sanitizer_runtime
+from .environment import sanitize_from_env, seed_from_env
 
 __all__ = ["EmulatorDevice", "EmulatedFunction", "EmulatedLaunchError", "EmulatedKernelError", "KernelCompileError",
            "asan_runtime", "sanitizer_runtime", "cache_dir"]
@@ -244,8 +245,9 @@ class EmulatorDevice:
         #: use the 64-bit index variants whatever the sizes (tests of the int64 path)
         self.index64 = False
         self.transform = transform
-        self.sanitize = _setting("sanitize", sanitize, "INVCONV_EMULATE_SANITIZE", None, _sanitizer)
-        self.seed = _setting("seed", seed, "INVCONV_EMULATE_SEED", None, _seed)
+        # explicit values checked here, environment variables by .environment (one message per variable)
+        self.sanitize = _sanitizer("sanitize", sanitize) if sanitize is not None else sanitize_from_env()
+        self.seed = _seed("seed", seed) if seed is not None else seed_from_env()
         self.race = _setting("race", race, "INVCONV_EMULATE_RACE", False, _flag)
         self.concurrent_blocks = _setting("concurrent_blocks", concurrent_blocks, "INVCONV_EMULATE_BLOCKS", 4,
                                           _blocks)

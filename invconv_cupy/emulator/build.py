@@ -1,11 +1,20 @@
-"""Compile a kernel family for the CPU: g++ behind ``kernels/cuda_shim.h``, cached by hash.
+"""Compile a kernel family for the CPU: g++ behind ``kernels/cuda_shim.h``, cached by hash, checked by checksum.
 
 The shared library for one source string is built once and kept in the cache
 directory (``$INVCONV_CUPY_CACHE_DIR``, else ``$XDG_CACHE_HOME/invconv_cupy``,
-else ``~/.cache/invconv_cupy``), under ``emulator/<sha256>.so`` where the hash
-covers the full source, the flags and the compiler's version. Every process
-compiles into its own temporary file and renames it into place, so concurrent
-processes never see a half-written library.
+else ``~/.cache/invconv_cupy``; an empty variable counts as unset), as
+``emulator/<key>-<digest>.so``: ``key`` hashes the full source, the flags and the
+compiler's version, ``digest`` is the start of the library's own SHA-256.
+
+- **Concurrent processes** compile into private ``.build-*`` folders and rename
+  the result into place, so nobody sees a half-written library. ``.build-*``
+  folders older than an hour (left by a killed compile) are removed.
+- **Damage** (a truncated or corrupted library) is found by the checksum before
+  the library is loaded: the entry is removed and rebuilt once; if the rebuilt
+  library is damaged too, :class:`KernelCacheError` names it.
+- **An unusable cache folder** (not creatable, not writable, a file) makes this
+  process compile into a private temporary folder instead, removed at exit,
+  with one :class:`KernelCacheWarning`.
 
 ``$CXX`` names the compiler (default ``g++``). Every library checks the
 alignment of typed accesses (``-fsanitize=alignment``; the shim turns a report
@@ -16,11 +25,18 @@ started with ``LD_PRELOAD`` of the compiler's runtime (see :func:`sanitizer_runt
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import os
+import resource
+import shutil
+import signal
 import subprocess
 import tempfile
+import threading
+import time
+import warnings
 from pathlib import Path
 
 from .. import kernel_source
@@ -29,17 +45,35 @@ FLAGS = ("-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fsanitize=alignm
 SANITIZE_FLAGS = {"address": ("-fsanitize=address", "-fno-omit-frame-pointer", "-g"),
                   "thread": ("-fsanitize=thread", "-fno-omit-frame-pointer", "-g")}
 _RUNTIMES = {"address": "libasan.so", "thread": "libtsan.so"}
+#: A ``.build-*`` folder untouched for this long belongs to a compile that was killed.
+STALE_BUILD_SECONDS = 3600
+_DIGEST_CHARS = 16
+_ELF_MAGIC = b"\x7fELF"
 
 
 class KernelCompileError(RuntimeError):
-    """The host compiler rejected a kernel source; the message carries its log."""
+    """The host compiler rejected a kernel source, or produced no library; the message says which and why."""
+
+
+class KernelCacheError(RuntimeError):
+    """A cached library is damaged even after a rebuild; the message names it."""
+
+
+class KernelCacheWarning(UserWarning):
+    """The cache folder cannot be used; this process compiles into a private temporary folder."""
 
 
 def cache_dir() -> Path:
-    """Where compiled kernels are kept (created on first use)."""
-    root = os.environ.get("INVCONV_CUPY_CACHE_DIR")
+    """The configured folder for compiled kernels (created on first use).
+
+    Raises ``RuntimeError`` when it lies under a home folder that cannot be
+    determined; :func:`build` then falls back to a private temporary folder.
+    """
+    root = os.environ.get("INVCONV_CUPY_CACHE_DIR") or None
     if root is None:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "invconv_cupy"
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        # The XDG spec: a relative path is invalid and ignored.
+        root = Path(xdg if xdg and os.path.isabs(xdg) else Path.home() / ".cache") / "invconv_cupy"
     return Path(root) / "emulator"
 
 
@@ -78,23 +112,161 @@ def emulator_source(family_source: str, entries) -> str:
     return "\n".join((kernel_source.read("cuda_shim.h"), family_source, "// generated launchers", launchers, ""))
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:_DIGEST_CHARS]
+
+
+def _intact(path: Path) -> bool:
+    """Whether ``path``'s contents still match the digest in its name."""
+    try:
+        return _digest(path) == path.stem.rpartition("-")[2]
+    except OSError:
+        return False
+
+
+def _lookup(directories, key: str) -> Path | None:
+    """An intact library for ``key``; damaged ones found on the way are removed (where allowed)."""
+    for directory in directories:
+        try:
+            candidates = sorted(directory.glob(f"{key}-*.so"))
+        except OSError:
+            continue
+        for path in candidates:
+            if _intact(path):
+                return path
+            try:
+                path.unlink()
+            except OSError:
+                pass   # a read-only cache: leave it, compile elsewhere
+    return None
+
+
+class _PrivateFolder:
+    """This process's fallback cache: a private temporary folder, created on first use and removed at exit."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._path = None
+        self._warned = set()
+
+    @property
+    def created(self) -> list[Path]:
+        """The folder, if it exists, as a list (to search it)."""
+        return [] if self._path is None else [self._path]
+
+    def instead_of(self, configured, reason: str) -> Path:
+        """The folder, with one warning per configured folder that cannot be used."""
+        with self._lock:
+            if self._path is None:
+                self._path = Path(tempfile.mkdtemp(prefix="invconv_cupy-kernels-"))
+                atexit.register(shutil.rmtree, self._path, ignore_errors=True)
+            first = str(configured) not in self._warned
+            self._warned.add(str(configured))
+        if first:
+            warnings.warn(
+                f"the emulator's kernel cache {configured} cannot be used ({reason}); this process compiles into "
+                f"the private temporary folder {self._path} instead (set INVCONV_CUPY_CACHE_DIR to a writable "
+                "folder to keep compiled kernels)",
+                KernelCacheWarning,
+                stacklevel=4,
+            )
+        return self._path
+
+
+_private = _PrivateFolder()
+
+
+def _remove_stale_builds(directory: Path) -> None:
+    cutoff = time.time() - STALE_BUILD_SECONDS
+    for folder in directory.glob(".build-*"):
+        try:
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass   # removed by another process meanwhile
+
+
+def _build_folder(configured: Path | None, reason: str) -> tuple[Path, tempfile.TemporaryDirectory]:
+    """A fresh ``.build-*`` folder in the configured cache, else in the private fallback."""
+    if configured is not None:
+        try:
+            configured.mkdir(parents=True, exist_ok=True)
+            _remove_stale_builds(configured)
+            return configured, tempfile.TemporaryDirectory(dir=configured, prefix=".build-")
+        except (OSError, ValueError) as exc:   # ValueError: a path with a NUL byte
+            reason = getattr(exc, "strerror", None) or str(exc)
+    private = _private.instead_of(configured if configured is not None else "under the home folder", reason)
+    return private, tempfile.TemporaryDirectory(dir=private, prefix=".build-")
+
+
+def _install(lib: Path, directory: Path, key: str) -> Path:
+    """Move a freshly built library into the cache under its checksummed name."""
+    target = directory / f"{key}-{_digest(lib)}.so"
+    os.replace(lib, target)
+    return target
+
+
+def _file_size_note() -> str:
+    """A hint when this process may only write files up to some size (``ulimit -f``)."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return "" if limit == resource.RLIM_INFINITY else f" (this process has a file size limit of {limit} bytes)"
+
+
+def _compile(cxx: str, flags, text: str, tmp: Path) -> Path:
+    src, lib = tmp / "kernel.cpp", tmp / "kernel.so"
+    src.write_text(text, encoding="utf-8")
+    result = subprocess.run([cxx, *flags, "-o", str(lib), str(src)], capture_output=True, text=True)
+    if result.returncode < 0:
+        raise KernelCompileError(
+            f"$CXX ({cxx}) was killed by {signal.Signals(-result.returncode).name} while compiling a kernel"
+            f"{_file_size_note()}:\n{result.stderr}"
+        )
+    if result.returncode != 0:
+        raise KernelCompileError(f"{cxx} failed to compile a kernel for the emulator{_file_size_note()}:\n{result.stderr}")
+    try:
+        with open(lib, "rb") as f:
+            is_library = f.read(len(_ELF_MAGIC)) == _ELF_MAGIC
+    except FileNotFoundError:
+        is_library = False
+    if not is_library:
+        raise KernelCompileError(
+            f"$CXX ({cxx}) exited successfully but did not write a shared library to {lib}; "
+            "point $CXX at a C++20 compiler such as g++"
+        )
+    return lib
+
+
 def build(text: str, sanitize: str | None = None) -> Path:
-    """Compile ``text`` (a full emulator source) to a shared library; return its cached path."""
+    """Compile ``text`` (a full emulator source) to a shared library; return its cached, checked path.
+
+    Raises
+    ------
+    KernelCompileError
+        The compiler is missing, rejects the source, or writes no library.
+    KernelCacheError
+        The library just built does not match its checksum on disk.
+    """
     cxx = compiler()
     if sanitize is not None and sanitize not in SANITIZE_FLAGS:
         raise ValueError(f"sanitize must be None or one of {sorted(SANITIZE_FLAGS)}, got {sanitize!r}")
     flags = FLAGS + SANITIZE_FLAGS.get(sanitize, ())
-    key = hashlib.sha256("\0".join((text, " ".join(flags), _compiler_version(cxx))).encode()).hexdigest()
-    directory = cache_dir()
-    target = directory / f"{key[:32]}.so"
-    if target.exists():
-        return target
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as tmp:
-        src, lib = Path(tmp) / "kernel.cpp", Path(tmp) / "kernel.so"
-        src.write_text(text, encoding="utf-8")
-        result = subprocess.run([cxx, *flags, "-o", str(lib), str(src)], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise KernelCompileError(f"{cxx} failed to compile a kernel for the emulator:\n{result.stderr}")
-        os.replace(lib, target)
+    key = hashlib.sha256("\0".join((text, " ".join(flags), _compiler_version(cxx))).encode()).hexdigest()[:32]
+    try:
+        configured, reason = cache_dir(), ""
+    except RuntimeError as exc:   # no home folder to put ~/.cache in
+        configured, reason = None, str(exc)
+    found = _lookup(([configured] if configured is not None else []) + _private.created, key)
+    if found is not None:
+        return found
+    directory, tmp = _build_folder(configured, reason)
+    try:
+        with tmp as folder:
+            target = _install(_compile(cxx, flags, text, Path(folder)), directory, key)
+    except OSError as exc:
+        raise KernelCompileError(f"cannot write a compiled kernel into {directory}{_file_size_note()}: {exc}") from None
+    if not _intact(target):
+        raise KernelCacheError(
+            f"the emulator's compiled kernel {target} is damaged right after it was built (it does not match its "
+            "checksum); check that disk, or set INVCONV_CUPY_CACHE_DIR to a folder on another one"
+        )
     return target
