@@ -107,7 +107,7 @@ def test_dry_run_prints_every_case_plan(capsys):
     out = capsys.readouterr().out
     for name in gpu_bench.CASES:
         assert name in out
-    assert "our launches 1," in out  # the headline case is one launch
+    assert out.count("our launches 2,") == len(gpu_bench.CASES)  # the preparation and one persistent launch
 
 
 def test_headline_ratios_divide_our_median_by_theirs():
