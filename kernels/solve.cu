@@ -318,7 +318,7 @@ __device__ __forceinline__ void ic_solve_wavefront(
             const int dy = (f + 1) / (reach_w + 1), dx = (f + 1) - dy * (reach_w + 1);
             if (ti - dy >= 0 && tj - dx >= 0) {
                 const int* flag = flags + (ti - dy) * tiles_w + (tj - dx);
-                while (!ic_load_acquire(flag)) {}   // acquire: the tile is written
+                while (!ic_load_acquire(flag)) __nanosleep(100);   // acquire: the tile is written
             }
         }
         __syncthreads();   // every tile the halo reads is ready

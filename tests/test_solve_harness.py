@@ -37,9 +37,10 @@ TSAN_BUILD = ("a missing acquire or release fence shows only as a data race unde
 SYNC_POINTS = {
     "prepare: A^-1 formed before the step matrices": ("__syncthreads();   // A^-1 is formed", "", None),
     "claim published": ("__syncthreads();   // the claim is shared; the previous tile is no longer read", "", None),
-    "flag wait": ("while (!ic_load_acquire(flag)) {}   // acquire: the tile is written", "", None),
-    "acquire (the fence after the flag load)": ("while (!ic_load_acquire(flag)) {}   // acquire: the tile is written",
-                                                "while (!ic_load_relaxed(flag)) {}", TSAN_BUILD),
+    "flag wait": ("while (!ic_load_acquire(flag)) __nanosleep(100);   // acquire: the tile is written", "", None),
+    "acquire (the fence after the flag load)": (
+        "while (!ic_load_acquire(flag)) __nanosleep(100);   // acquire: the tile is written",
+        "while (!ic_load_relaxed(flag)) __nanosleep(100);", TSAN_BUILD),
     "halo tiles ready before staging": ("__syncthreads();   // every tile the halo reads is ready", "", None),
     "tile staged": ("__syncthreads();   // the tile is staged", "", None),
     "z formed": ("__syncthreads();   // z is formed", "", None),

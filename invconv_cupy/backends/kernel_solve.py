@@ -190,7 +190,8 @@ def plan(shape, kernel_size, itemsize, *, shared_limit, max_threads=MAX_THREADS,
     tiles_h, tiles_w = -(-H // th), -(-W // tw)
     tiles = B * tiles_h * tiles_w
     per_sm = max(1, min(SM_BLOCKS, SM_THREADS // threads, SM_SHARED // (shared + BLOCK_RESERVED_SHARED)))
-    grid = min(tiles, sm_count * per_sm, max_blocks or tiles)
+    ready_at_once = B * min(tiles_h, tiles_w)   # the widest tile anti-diagonal: more blocks would only wait
+    grid = min(tiles, ready_at_once, sm_count * per_sm, max_blocks or tiles)
     if tiles + grid > INT32_MAX:
         raise ValueError(f"solve: {tiles} tiles are more than the kernel's 32-bit tile counter can claim; "
                          "split the batch")
