@@ -260,7 +260,7 @@ def step_model(case, facts, itemsize=4):
         rows[version] = {
             "kernel": code.kernel, "threads": how.threads, "tile": [how.tile_h, how.tile_w],
             "launches": how.launches if version == "v2" else how.tiles_h + how.tiles_w - 1,
-            "instructions_per_input": round(code.per_iteration / (1 if version == "v2" else 2), 2),
+            "hot_loop_instructions_per_fma": round(code.per_iteration / code.per_iteration_kinds["fma"], 2),
             "per_item_instructions": round(per_item),
             "thread_instructions_per_step_longest": round(thread_chain(longest)),
             "thread_instructions_per_step_mean": round(sum(map(thread_chain, diagonals)) / tile_steps),
