@@ -7,11 +7,12 @@
 // How a launch runs
 // - Blocks run concurrently: `concurrent_blocks` worker OS threads (the
 //   launch's setting, at most the grid size) each take the next block of a
-//   shuffled order until none is left, so blocks may wait on each other's
-//   flags as long as the kernel guarantees progress with any number of
-//   resident blocks (as CUDA requires). Static __shared__ variables are per
-//   worker (thread_local), so per block; dynamic shared memory is filled with
-//   0xFF bytes (NaN in float and double) before every block.
+//   shuffled order until none is left (the first wave starts together), so
+//   blocks may wait on each other's flags as long as the kernel guarantees
+//   progress with any number of resident blocks (as CUDA requires). Static
+//   __shared__ variables are per worker (thread_local), so per block; dynamic
+//   shared memory is filled with 0xFF bytes (NaN in float and double) before
+//   every block.
 // - The threads of a block are fibers (user-level contexts) on their worker:
 //   a thread runs until it calls a built-in that waits (__syncthreads, a warp
 //   intrinsic, a spinning load) and the block's scheduler then resumes a
@@ -31,7 +32,8 @@
 //   sequentially consistent fence; ic_load_acquire / ic_store_release (and
 //   their relaxed forms) are the flag accesses (common.cuh defines them for
 //   NVRTC). Load-like built-ins that keep reading without the thread writing
-//   anything yield (a spin-wait lets the other threads run).
+//   anything yield (a spin-wait lets the other threads run); a block whose
+//   threads all spin lets its worker sleep, backing off up to 0.5 ms.
 // - Errors (the checks above, a deadlock, a misaligned typed access when the
 //   library is built with -fsanitize=alignment, __trap(), the watchdog) stop
 //   the launch; the launcher returns the message and Python raises it.
@@ -39,15 +41,17 @@
 //   completes, a thread exits, a store or changing atomic) for
 //   Launch::watchdog_ms while every worker waits or spins in built-ins, the
 //   launch stops with a report of where each block's threads are.
-// - Race mode (Launch::flags bit 0): every built-in call may also yield to
-//   another thread of the block, and workers sleep at random, so missing
-//   barriers, warp syncs and flag waits show up as wrong results.
+// - Race mode (Launch::flags bit 0): every built-in call may also switch to
+//   another thread of the block, yield the worker's core or sleep, at random,
+//   so missing barriers, warp syncs and flag waits show up as wrong results.
 // - Sanitizers: AddressSanitizer (-fsanitize=address) and ThreadSanitizer
 //   (-fsanitize=thread) know about the fibers. Under ThreadSanitizer every
 //   block runs on a fresh OS thread, each CUDA thread is a TSan fiber, and
-//   barriers, warp intrinsics and fences are the only happens-before edges
-//   between threads: a missing __syncthreads, __syncwarp, fence or flag wait
-//   is reported as a data race whatever the timing.
+//   the only happens-before edges between threads are barriers, warp
+//   intrinsics, and fences with the flag accesses and atomics between them
+//   as C++ defines them (FenceModel): a missing __syncthreads, __syncwarp,
+//   fence or flag wait is a data race report, whatever the timing, when the
+//   racing accesses both happen (use race mode, so that blocks interleave).
 //
 // Supported: threadIdx, blockIdx, blockDim, gridDim (x, y, z), warpSize;
 // __global__, __device__, __host__, __forceinline__, __noinline__,
@@ -83,6 +87,7 @@
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 #include <sys/mman.h>
@@ -97,6 +102,9 @@
 #endif
 #ifdef __SANITIZE_THREAD__
 #include <sanitizer/tsan_interface.h>
+// The runtime's annotations that <sanitizer/tsan_interface.h> does not declare.
+extern "C" void __tsan_ignore_thread_begin();
+extern "C" void __tsan_ignore_thread_end();
 extern "C" void AnnotateIgnoreSyncBegin(const char* file, int line);
 extern "C" void AnnotateIgnoreSyncEnd(const char* file, int line);
 #endif
@@ -310,13 +318,6 @@ inline void hb_acquire(void* sync)
 #endif
 }
 
-// The emulator's own bookkeeping is not kernel memory: ThreadSanitizer ignores it.
-struct Unchecked {
-#ifdef __SANITIZE_THREAD__
-    Unchecked() { __tsan_ignore_thread_begin(); }
-    ~Unchecked() { __tsan_ignore_thread_end(); }
-#endif
-};
 
 // Stacks for a block's fibers: one mapping, a guard page below each stack.
 class Stacks {
@@ -393,6 +394,35 @@ enum class State : unsigned char { runnable, barrier, warp, activemask, exited }
 enum class Op : unsigned char { syncwarp, shfl, shfl_up, shfl_down, shfl_xor, ballot, any, all };
 enum class Reduce : unsigned char { none, count, all, any };
 
+#ifdef __SANITIZE_THREAD__
+// ThreadSanitizer does not model fences; this does, as C++ defines them: a fence followed
+// by a relaxed store (or read-modify-write) to an address synchronizes with a fence that
+// follows a relaxed load reading it. A fence snapshots the thread's clock in a sync object;
+// a store publishes the storing thread's latest snapshots at the address, a load collects
+// them, and the loading thread's next fence acquires them. A __threadfence_block snapshot
+// reaches only threads of the same block.
+struct Snapshot {
+    void* object = nullptr;
+    bool published = false;  // then the next fence needs a new object
+};
+struct Published {
+    void* object;
+    std::uint64_t block;  // the publishing block (1 + its linear index)
+    bool device;          // from a device-scope fence
+};
+struct FenceModel {
+    std::mutex mutex;  // taken inside a Quiet scope: the model's own locking orders nothing
+    std::unordered_map<const void*, std::vector<Published>> at;
+    std::vector<std::unique_ptr<char>> objects;  // the snapshots' sync objects, until the launch ends
+};
+
+// Synchronization ThreadSanitizer does not see.
+struct Quiet {
+    Quiet() { AnnotateIgnoreSyncBegin(__FILE__, __LINE__); }
+    ~Quiet() { AnnotateIgnoreSyncEnd(__FILE__, __LINE__); }
+};
+#endif
+
 struct Fiber {
     Context ctx;
     unsigned char* stack = nullptr;
@@ -410,6 +440,11 @@ struct Fiber {
     std::uint64_t arg = 0, value = 0, result = 0;
     unsigned value_bytes = 4;
     unsigned loads = 0;  // load-like built-in calls since its last write
+    unsigned unchecked = 0;  // open Unchecked scopes (a fiber must end them before it finishes)
+#ifdef __SANITIZE_THREAD__
+    Snapshot device_fence, block_fence;  // at its latest fences
+    std::vector<Published> seen;         // read by its loads since, for its next fence
+#endif
     void* asan_fake_stack = nullptr;
     void* tsan_fiber = nullptr;
 };
@@ -434,11 +469,15 @@ struct Grid {
     std::atomic<std::uint64_t> next{0};
     std::atomic<bool> cancelled{false};
     std::atomic<bool> stalled{false};  // stopped by the watchdog
+    std::atomic<std::uint64_t> started{0};  // blocks set up
     std::unique_ptr<Worker[]> status;
     std::mutex mutex;
     std::string error;
     std::vector<std::string> reports;  // each stopped block's state, after the watchdog
     int done_sync = 0;                 // ThreadSanitizer: every thread's work happens before the launch ends
+#ifdef __SANITIZE_THREAD__
+    FenceModel fences;
+#endif
 
     void fail(const std::string& message)
     {
@@ -459,6 +498,23 @@ struct Block;
 inline thread_local Block* tl_block = nullptr;
 inline thread_local Fiber* tl_fiber = nullptr;
 inline thread_local unsigned char* dynamic_shared = nullptr;
+
+// The emulator's own bookkeeping is not kernel memory: ThreadSanitizer ignores it.
+struct Unchecked {
+#ifdef __SANITIZE_THREAD__
+    Fiber* f = tl_fiber;
+    Unchecked()
+    {
+        __tsan_ignore_thread_begin();
+        if (f) ++f->unchecked;
+    }
+    ~Unchecked()
+    {
+        if (f) --f->unchecked;
+        __tsan_ignore_thread_end();
+    }
+#endif
+};
 
 [[noreturn]] inline void fiber_main();
 
@@ -491,7 +547,8 @@ struct Block {
     std::size_t scheduler_stack_size = 0;
     void* scheduler_tsan = nullptr;
     // ThreadSanitizer sync objects
-    int barrier_sync = 0, block_fence_sync = 0;
+    std::uint64_t block_id = 0;  // 1 + linear index
+    int barrier_sync = 0;
     int warp_sync[kWarp * kWarp]{};
 
     Block(Grid* g, unsigned w) : grid(g), worker(w), status(&g->status[w]) {}
@@ -546,6 +603,9 @@ struct Block {
     // Leave fiber f for good (it exited, failed, or the launch stopped).
     [[noreturn]] void leave(Fiber* f)
     {
+#ifdef __SANITIZE_THREAD__
+        for (; f->unchecked > 0; --f->unchecked) __tsan_ignore_thread_end();
+#endif
 #ifdef __SANITIZE_ADDRESS__
         __sanitizer_start_switch_fiber(nullptr, scheduler_stack, scheduler_stack_size);
 #endif
@@ -568,13 +628,15 @@ struct Block {
         status->calls.store(status->calls.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         if (grid->cancelled.load(std::memory_order_relaxed)) leave(f);
         if (grid->race) {
+            // Another thread of the block, another block (the worker yields its core), or a pause.
             const std::uint64_t r = splitmix(rng);
             if ((r & 3) == 0) {
                 f->site = s;
                 make_runnable(f, false);
                 suspend(f);
             }
-            if ((r >> 8 & 127) == 0) std::this_thread::sleep_for(std::chrono::microseconds(r >> 16 & 63));
+            if ((r >> 8 & 3) == 0) std::this_thread::yield();
+            if ((r >> 16 & 63) == 0) std::this_thread::sleep_for(std::chrono::microseconds(r >> 24 & 63));
         }
     }
 
@@ -823,6 +885,7 @@ struct Block {
     void setup(std::uint64_t linear)
     {
         idx = unflatten(linear, grid->grid);
+        block_id = linear + 1;
         blockIdx = idx;
         blockDim = grid->block;
         gridDim = grid->grid;
@@ -905,6 +968,11 @@ struct Block {
         scheduler_tsan = __tsan_get_current_fiber();
 #endif
         setup(linear);
+        // The first wave of blocks starts together, as on a GPU (else the first worker could
+        // run a persistent kernel's every tile before the other blocks exist).
+        grid->started.fetch_add(1, std::memory_order_relaxed);
+        while (grid->started.load(std::memory_order_relaxed) < grid->workers && !grid->cancelled.load())
+            std::this_thread::yield();
         if (grid->race) std::this_thread::sleep_for(std::chrono::microseconds(splitmix(rng) % 200));
         note_progress();
         std::uint64_t seen = progress;
@@ -987,10 +1055,10 @@ inline void work(Grid* g, unsigned w)
 #ifdef __SANITIZE_THREAD__
         // A fresh OS thread per block: static __shared__, stacks and the scheduler's
         // history start clean, so consecutive blocks of a worker are not ordered.
+        // The Block on the heap: freeing it drops its sync objects (a reused thread stack would not).
         std::thread t([g, w, k] {
             Unchecked inner;
-            Block block(g, w);
-            block.run(g->order[k]);
+            std::make_unique<Block>(g, w)->run(g->order[k]);
         });
         AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
         t.join();
@@ -1180,29 +1248,93 @@ IC_EMU_BUILTIN unsigned activemask(const std::source_location& loc)
     return c.b->activemask(c.f, s);
 }
 
-// The device-scope fence: ThreadSanitizer models it as one global read-modify-write
-// (every fence synchronizes with the earlier ones), which it understands.
-inline std::atomic<unsigned> fence_word{0};
-
-inline void device_fence()
+// A full hardware fence. ThreadSanitizer rejects atomic_thread_fence: a read-modify-write
+// orders memory the same way on x86-64, and is kept out of TSan's view (FenceModel is
+// what it sees of fences).
+inline void hardware_fence()
 {
 #ifdef __SANITIZE_THREAD__
-    fence_word.fetch_add(1, std::memory_order_seq_cst);
+    static thread_local std::atomic<int> local{0};
+    Quiet quiet;
+    local.fetch_add(0, std::memory_order_seq_cst);
 #else
     std::atomic_thread_fence(std::memory_order_seq_cst);
 #endif
 }
 
-IC_EMU_BUILTIN void fence(const char* what, bool block_scope, const std::source_location& loc)
+// The fence model's three events (see FenceModel; nothing without ThreadSanitizer).
+inline void model_fence(Block* b, Fiber* f, bool device)
+{
+#ifdef __SANITIZE_THREAD__
+    FenceModel& m = b->grid->fences;
+    std::vector<void*> acquired;
+    Snapshot* const renewed[2] = {&f->block_fence, device ? &f->device_fence : nullptr};
+    {
+        Quiet quiet;
+        std::lock_guard<std::mutex> lock(m.mutex);
+        auto kept = f->seen.begin();
+        for (const Published& p : f->seen) {
+            if (p.block == b->block_id || (device && p.device)) acquired.push_back(p.object);
+            else *kept++ = p;  // a later device-scope fence may still acquire it
+        }
+        f->seen.erase(kept, f->seen.end());
+        for (Snapshot* snapshot : renewed) {
+            if (snapshot && (!snapshot->object || snapshot->published)) {
+                m.objects.push_back(std::make_unique<char>());
+                *snapshot = {m.objects.back().get(), false};
+            }
+        }
+    }
+    for (void* object : acquired) __tsan_acquire(object);
+    for (Snapshot* snapshot : renewed)
+        if (snapshot) __tsan_release(snapshot->object);
+#else
+    (void)b, (void)f, (void)device;
+#endif
+}
+
+inline void model_load(Block* b, Fiber* f, const void* p)
+{
+#ifdef __SANITIZE_THREAD__
+    FenceModel& m = b->grid->fences;
+    Quiet quiet;
+    std::lock_guard<std::mutex> lock(m.mutex);
+    const auto found = m.at.find(p);
+    if (found == m.at.end()) return;
+    for (const Published& q : found->second)
+        if (std::none_of(f->seen.begin(), f->seen.end(), [&](const Published& r) { return r.object == q.object; }))
+            f->seen.push_back(q);
+#else
+    (void)b, (void)f, (void)p;
+#endif
+}
+
+// A store replaces what the address carries; a read-modify-write adds to it (a release sequence).
+inline void model_store(Block* b, Fiber* f, const void* p, bool rmw)
+{
+#ifdef __SANITIZE_THREAD__
+    FenceModel& m = b->grid->fences;
+    Quiet quiet;
+    std::lock_guard<std::mutex> lock(m.mutex);
+    std::vector<Published>& list = m.at[p];
+    if (!rmw) list.clear();
+    for (Snapshot* snapshot : {&f->block_fence, &f->device_fence}) {
+        if (!snapshot->object) continue;
+        list.push_back({snapshot->object, b->block_id, snapshot == &f->device_fence});
+        snapshot->published = true;
+    }
+    constexpr std::size_t kKeep = 64;
+    if (list.size() > kKeep) list.erase(list.begin(), list.end() - kKeep);
+#else
+    (void)b, (void)f, (void)p, (void)rmw;
+#endif
+}
+
+IC_EMU_BUILTIN void fence(const char* what, bool device, const std::source_location& loc)
 {
     Call c(site(what, loc));
-    if (block_scope) {
-        hb_release(&c.b->block_fence_sync);
-        hb_acquire(&c.b->block_fence_sync);
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-    } else {
-        device_fence();
-    }
+    model_fence(c.b, c.f, device);
+    hardware_fence();
 }
 
 enum class Rmw : unsigned char { add, sub, exch, min, max, bit_and, bit_or, bit_xor, cas, inc, dec };
@@ -1236,9 +1368,11 @@ IC_EMU_BUILTIN T atomic(Rmw rmw, const char* what, T* p, T v, T compare, const s
         return old;
     };
     std::atomic_ref<T> r(*p);
+    model_load(c.b, c.f, p);
     T old = r.load(std::memory_order_relaxed);
     T next = update(old);
     while (!r.compare_exchange_weak(old, next, std::memory_order_relaxed)) next = update(old);
+    model_store(c.b, c.f, p, true);
     if (std::memcmp(&old, &next, sizeof(T)) != 0) c.b->note_write(c.f);
     else c.b->note_load(c.f, s);
     return old;
@@ -1249,7 +1383,11 @@ template <class T> IC_EMU_BUILTIN T load(const char* what, const T* p, bool acqu
     const Site s = site(what, loc);
     Call c(s);
     const T v = std::atomic_ref<T>(*const_cast<T*>(p)).load(std::memory_order_relaxed);
-    if (acquire) device_fence();
+    model_load(c.b, c.f, p);
+    if (acquire) {
+        model_fence(c.b, c.f, true);
+        hardware_fence();
+    }
     c.b->note_load(c.f, s);
     return v;
 }
@@ -1258,8 +1396,12 @@ template <class T>
 IC_EMU_BUILTIN void store(const char* what, T* p, T v, bool release, const std::source_location& loc)
 {
     Call c(site(what, loc));
-    if (release) device_fence();
+    if (release) {
+        model_fence(c.b, c.f, true);
+        hardware_fence();
+    }
     std::atomic_ref<T>(*p).store(v, std::memory_order_relaxed);
+    model_store(c.b, c.f, p, false);
     c.b->note_write(c.f);
 }
 
@@ -1285,9 +1427,9 @@ inline int __syncthreads_or(int predicate, IC_EMU_HERE)
 {
     return ic_emu::barrier("__syncthreads_or", ic_emu::Reduce::any, predicate, loc);
 }
-inline void __threadfence(IC_EMU_HERE) { ic_emu::fence("__threadfence", false, loc); }
-inline void __threadfence_system(IC_EMU_HERE) { ic_emu::fence("__threadfence_system", false, loc); }
-inline void __threadfence_block(IC_EMU_HERE) { ic_emu::fence("__threadfence_block", true, loc); }
+inline void __threadfence(IC_EMU_HERE) { ic_emu::fence("__threadfence", true, loc); }
+inline void __threadfence_system(IC_EMU_HERE) { ic_emu::fence("__threadfence_system", true, loc); }
+inline void __threadfence_block(IC_EMU_HERE) { ic_emu::fence("__threadfence_block", false, loc); }
 
 // --- warp intrinsics ---
 inline void __syncwarp(unsigned mask = 0xFFFFFFFFu, IC_EMU_HERE)

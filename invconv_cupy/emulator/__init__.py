@@ -2,21 +2,52 @@
 
 :class:`EmulatorDevice` is the ``emulate`` backend's device (see
 :mod:`invconv_cupy.backends.kernel_launch` for the device interface). It runs
-the real kernel text: blocks one at a time in a shuffled order, the threads of
-a block as concurrent OS threads with a real ``__syncthreads()`` barrier
-(``kernels/cuda_shim.h``). It refuses what a GPU refuses: too many threads per
-block, a grid or block dimension out of range, more dynamic shared memory than
-the function's ``max_dynamic_shared_size_bytes`` (48 KiB unless raised, at most
-the device's opt-in limit). It is stricter than CuPy where CuPy would silently
-compute garbage: arguments must match the kernel's parameter types (NumPy
-fixed-width scalars, C-contiguous arrays of the pointee's item size), and fresh
-outputs from :meth:`EmulatorDevice.empty` are filled with NaN so an element no
-kernel writes shows up.
+the real kernel text with CUDA's execution model (``kernels/cuda_shim.h``):
 
-Environment: ``INVCONV_EMULATE_SANITIZE=address`` builds every kernel with
-AddressSanitizer (start Python with ``LD_PRELOAD=$(g++ -print-file-name=libasan.so)``
-and ``ASAN_OPTIONS=detect_leaks=0``); ``INVCONV_EMULATE_SEED`` fixes the block
-order.
+- **Blocks run concurrently**, ``concurrent_blocks`` at a time (worker OS
+  threads, default 4; the first wave starts together), taken in a shuffled
+  order, so blocks may wait on each other's flags as long as the kernel makes
+  progress with any number of resident blocks, as CUDA requires. Static
+  ``__shared__`` arrays are per block; dynamic shared memory is filled with
+  0xFF bytes (NaN) before every block.
+- **Threads are fibers** of their block's worker: a thread runs until a
+  built-in waits (a barrier, a warp intrinsic, a spinning flag load), then a
+  random waiting-free thread of the block runs (the seed fixes every block's
+  schedule). ``__syncthreads()`` is a real barrier (threads that returned
+  leave it).
+- **Warps** of 32 threads with ``__shfl*_sync``, ``__ballot_sync``,
+  ``__any_sync``/``__all_sync``, ``__syncwarp`` and ``__activemask``. Using
+  them against CUDA's rules is an error: a calling lane outside its mask,
+  lanes of one mask at different intrinsics, call sites or masks, a named lane
+  waiting in ``__syncthreads``. A lane that reads a lane not taking part gets
+  NaN bits (undefined on a GPU).
+- **Memory order** as on a GPU: relaxed atomics, ``__threadfence()``, and the
+  flag accesses ``ic_load_acquire``/``ic_store_release`` (``common.cuh``).
+- **Checks**: every typed access is checked for alignment (a misaligned
+  ``float4``/``double2`` load is an error), and a **watchdog** stops a launch in
+  which no block progresses for ``watchdog`` seconds while all wait or spin in
+  built-ins, reporting where every block's threads are.
+- **Race mode** (``race=True``): threads also switch at random at every
+  built-in, and workers yield their core and sleep at random, so a missing
+  barrier, warp sync or flag wait gives wrong results. A missing fence changes
+  nothing on an x86 CPU; ``sanitize="thread"`` (ThreadSanitizer) reports it,
+  and any other race, as a data race whatever the timing.
+
+A fault in a kernel raises :class:`EmulatedKernelError` naming the kernel, block,
+thread and source line. Launches a GPU refuses raise :class:`EmulatedLaunchError`:
+too many threads per block, a grid or block dimension out of range, more dynamic
+shared memory than the function's ``max_dynamic_shared_size_bytes`` (48 KiB unless
+raised, at most the device's opt-in limit). It is stricter than CuPy where CuPy
+would silently compute garbage: arguments must match the kernel's parameter types
+(NumPy fixed-width scalars, C-contiguous arrays of the pointee's item size), and
+fresh outputs from :meth:`EmulatorDevice.empty` are filled with NaN so an element
+no kernel writes shows up.
+
+Environment (defaults for :class:`EmulatorDevice`): ``INVCONV_EMULATE_SANITIZE``
+(``address`` or ``thread``: start Python with ``LD_PRELOAD`` of the runtime,
+:func:`sanitizer_runtime`, and for AddressSanitizer ``ASAN_OPTIONS=detect_leaks=0``),
+``INVCONV_EMULATE_SEED``, ``INVCONV_EMULATE_RACE=1``, ``INVCONV_EMULATE_BLOCKS``,
+``INVCONV_EMULATE_WATCHDOG`` (seconds).
 """
 
 from __future__ import annotations
