@@ -37,9 +37,10 @@
 //
 // Memory order between blocks of one wavefront launch (common.cuh's flag
 // helpers): a block writes its tile to x, __syncthreads(), then one thread
-// sets the tile's flag with ic_store_release (fence, then a volatile store).
+// releases it: __threadfence(), then the flag's volatile store (what
+// ic_store_release does, written out so that the fence is a statement here).
 // A waiting thread spins with ic_load_acquire (a volatile load, then a fence),
-// then __syncthreads(); the halo is then read with __ldcg (ld.global.cg:
+// then __syncthreads(), and the halo is read with __ldcg (ld.global.cg:
 // coherent in L2, never a stale L1 line). x is never read through __ldg or a
 // const __restrict__ pointer.
 
@@ -340,7 +341,10 @@ __device__ __forceinline__ void ic_solve_wavefront(
         ic_solve_write_back(q, x + image, img, u0, v0, th, tw);
 
         __syncthreads();   // every pixel of the tile is written
-        if (threadIdx.x == 0) ic_store_release(flags + ti * tiles_w + tj, 1);
+        if (threadIdx.x == 0) {
+            __threadfence();   // release: the tile before its flag
+            ic_store_relaxed(flags + ti * tiles_w + tj, 1);
+        }
     }
 }
 

@@ -25,36 +25,36 @@ from invconv_cupy.emulator import EmulatedKernelError, EmulatorDevice, sanitizer
 from invconv_cupy.orientation import parse_orientation
 from kernel_breaks import VARIABLE, sites, switchable
 from oracle import Dense
-from solve_paths import limits_for
 
 TRIES = 4
+SOLVE_TRIES = 48
 SOLVE_SITES = sites(kernel_source.read("solve.cu"), "solve.cu")
 TEST_SITES = sites(emulator_kernels.SOURCE, "emulator_kernels.cu")
 
 
 def _solve_devices(race=True, sanitize=None):
-    """Emulated devices that force the single launch with matrices in global memory (so
-    ``solve_prepare`` runs) and the tiled path (blocks prepare their own matrices)."""
+    """An emulated device whose solve.cu has every site switchable (one build), 8 blocks at once."""
     text = kernel_source.read("solve.cu")
 
     def transform(family, source):
         return source.replace(text, switchable(text)) if family == "solve" else source
 
-    devices = []
-    for path in ("single_global", "tiled"):
-        limit, max_tile, _ = limits_for(path, (2, 3, 5, 6), (2, 3), 8, max_threads=64)
-        devices.append((EmulatorDevice(max_threads_per_block=64, max_shared_memory_per_block_optin=limit,
-                                       transform=transform, race=race, sanitize=sanitize), max_tile))
-    return devices
+    return [EmulatorDevice(max_threads_per_block=64, transform=transform, race=race, sanitize=sanitize,
+                           concurrent_blocks=8, watchdog=2.0)]
 
 
 def _solve_runs(devices, rng):
-    """(result, dense answer) of a solve on each device, fresh inputs."""
-    w = make_weight(rng, 3, 2, 3, "TR")
-    y = rng.standard_normal((2, 3, 5, 6))
-    want = Dense(w, 5, 6, "TR").solve(y)
-    return [(kernel_solve.solve(device, y, w, parse_orientation("TR"), max_tile=max_tile), want)
-            for device, max_tile in devices]
+    """(result, dense answer) pairs: solves in 2 x 2 tiles (halos from tiles other blocks solve, so the
+    flags matter) with one output per thread and 2 lanes (several output groups, shuffles), of 2 and 5
+    channels (with 5, solve_prepare's rows read columns of A^-1 other threads formed)."""
+    out = []
+    for device in devices:
+        for C in (2, 5):
+            w = make_weight(rng, C, 3, 3, "TR")
+            y = rng.standard_normal((2, C, 6, 5))
+            x = kernel_solve.solve(device, y, w, parse_orientation("TR"), max_tile=2, outputs_per_thread=1, lanes=2)
+            out.append((x, Dense(w, 6, 5, "TR").solve(y)))
+    return out
 
 
 def _test_kernel_runs(functions, kernel, rng):
@@ -74,9 +74,9 @@ def _wrong(runs):
     return any(got.shape != want.shape or not np.allclose(got, want, rtol=0, atol=1e-9) for got, want in runs)
 
 
-def _caught(run):
-    """Whether some of TRIES runs gives a wrong result or an emulator error."""
-    for _ in range(TRIES):
+def _caught(run, tries=TRIES):
+    """Whether some of ``tries`` runs gives a wrong result or an emulator error."""
+    for _ in range(tries):
         try:
             if _wrong(run()):
                 return True
@@ -97,9 +97,11 @@ def test_functions():
 
 
 def test_every_site_is_listed():
-    """The catalogue follows the sources: solve.cu v1 has 8 barriers; the test kernels have
-    barriers, a warp sync, a fence and flag waits."""
-    assert [s.pattern for s in SOLVE_SITES] == ["__syncthreads();"] * 8
+    """The catalogue follows the sources: solve.cu has 7 barriers, a flag wait and a fence (see the
+    comment on each line); the test kernels have barriers, a warp sync, a fence and flag waits."""
+    patterns = [s.pattern for s in SOLVE_SITES]
+    assert (patterns.count("__syncthreads();"), patterns.count("while (!ic_load_acquire("),
+            patterns.count("__threadfence();"), len(patterns)) == (7, 1, 1, 9)
     assert {s.pattern for s in TEST_SITES} == {"__syncthreads();", "__syncwarp();", "__threadfence();",
                                                "while (!ic_load_acquire("}
 
@@ -109,7 +111,8 @@ def test_removing_a_synchronization_from_solve_is_caught(solve_devices, rng, mon
     monkeypatch.setenv(VARIABLE, "-1")
     assert not _wrong(_solve_runs(solve_devices, rng)), "the unbroken kernel is wrong"
     monkeypatch.setenv(VARIABLE, str(site.index))
-    assert _caught(lambda: _solve_runs(solve_devices, rng)), f"removing {site.id} went unnoticed"
+    # a run takes milliseconds; the barrier before a tile's flag needs a few dozen to show
+    assert _caught(lambda: _solve_runs(solve_devices, rng), SOLVE_TRIES), f"removing {site.id} went unnoticed"
 
 
 # (emu_static_shared's first barrier only makes that test stricter; removing it changes no result)
