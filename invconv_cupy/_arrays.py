@@ -55,19 +55,49 @@ def _library_of(obj) -> str:
     return type(obj).__module__.split(".", 1)[0]
 
 
-def import_array(obj, name: str, device: Device):
-    """Zero-copy view of ``obj`` as a NumPy (CPU) or CuPy (CUDA) array."""
-    if isinstance(obj, np.ndarray):
-        return obj
-    if _library_of(obj) == "torch" and getattr(obj, "requires_grad", False):
+def _exportable_torch_tensor(t, name: str):
+    """``t`` ready for DLPack: dense, not tracked by autograd, its lazy negation and conjugation applied.
+
+    DLPack carries neither torch's negative bit (``t._neg_view()``, ``z.conj().imag``)
+    nor its conjugate bit: exported as they are, such tensors would be read with
+    the wrong sign. ``resolve_neg``/``resolve_conj`` copy only when a bit is set.
+    """
+    import torch
+
+    if t.requires_grad:
         raise TypeError(
             f"{name} is a torch tensor that requires grad; the functional API does not "
             "record autograd: use invconv_cupy.torch for differentiable ops, or pass "
             f"{name}.detach()"
         )
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}")
+    return t.resolve_conj().resolve_neg()
+
+
+def _from_dlpack(from_dlpack, obj, name: str):
+    try:
+        return from_dlpack(obj)
+    except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+        dtype = getattr(obj, "dtype", "an unknown dtype")
+        raise TypeError(f"{name} ({dtype}) cannot be imported through DLPack ({str(exc).rstrip('.')}); "
+                        f"{name} must be a dense float32 or float64 array") from exc
+
+
+def import_array(obj, name: str, device: Device):
+    """Zero-copy view of ``obj`` as a NumPy (CPU) or CuPy (CUDA) array.
+
+    A torch tensor with its negative or conjugate bit set is copied once, with the
+    bit applied (a zero-copy export would flip its sign).
+    """
+    if isinstance(obj, np.ndarray):
+        return obj
+    library = _library_of(obj)
+    if library == "torch":
+        obj = _exportable_torch_tensor(obj, name)
     if device.kind == "cpu":
-        return np.from_dlpack(obj)
-    if _library_of(obj) == "cupy":
+        return _from_dlpack(np.from_dlpack, obj, name)
+    if library == "cupy":
         return obj
     try:
         import cupy
@@ -76,7 +106,7 @@ def import_array(obj, name: str, device: Device):
             f"{name} is a CUDA array; CUDA arrays need CuPy: "
             "pip install 'invconv-cupy[cuda13]' (or [cuda12])"
         ) from exc
-    return cupy.from_dlpack(obj)
+    return _from_dlpack(cupy.from_dlpack, obj, name)
 
 
 def export_array(result, like):

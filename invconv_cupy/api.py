@@ -140,7 +140,7 @@ def conv(x, weight, orientation="TL", *, backend=None):
     return export_array(y, x)
 
 
-def solve(y, weight, orientation="TL", *, backend=None, check=True):
+def solve(y, weight, orientation="TL", *, backend=None, check=True, transpose=False):
     """Inverse of the causal convolution: ``x = T^-1 y``, so ``conv(x, weight) == y``.
 
     Parameters
@@ -159,6 +159,9 @@ def solve(y, weight, orientation="TL", *, backend=None, check=True):
         subnormal on a GPU (CuPy compiles kernels with ``-ftz=true``, flushing
         it to zero), the result is NaN/inf. Keep ``|A[o, o]|`` well above
         ``numpy.finfo(dtype).tiny``.
+    transpose : bool
+        Solve the transposed system instead: ``x = T^-T y`` (from the opposite
+        corner; the first half of :func:`solve_vjp`).
 
     Returns
     -------
@@ -168,7 +171,7 @@ def solve(y, weight, orientation="TL", *, backend=None, check=True):
     with _on_device(device):
         if check:
             _check_anchor(be.xp, w, orient)
-        x = be.xp.zeros(ya.shape, ya.dtype) if ya.size == 0 else be.solve(ya, w, orient)
+        x = be.xp.zeros(ya.shape, ya.dtype) if ya.size == 0 else be.solve(ya, w, orient, transpose=bool(transpose))
     return export_array(x, y)
 
 

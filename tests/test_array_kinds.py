@@ -43,3 +43,36 @@ def test_tensor_that_requires_grad_is_refused_with_a_pointer_to_the_adapter(rng)
     x = torch.randn(1, 2, 3, 3, dtype=torch.float64, requires_grad=True)
     with pytest.raises(TypeError, match="requires grad.*invconv_cupy.torch"):
         ic.conv(x, torch.from_numpy(make_weight(rng, 2, 1, 1)))
+
+
+def test_negative_bit_tensors_are_read_with_their_sign(rng):
+    """Regression: DLPack does not carry torch's negative bit (``z.conj().imag``, ``t._neg_view()``);
+    such tensors were read with the wrong sign, as inputs and as gradients."""
+    w = make_weight(rng, 3, 2, 3, "BL")
+    x, g = rng.standard_normal((2, 2, 3, 4, 5))
+    xt, gt, wt = torch.from_numpy(x), torch.from_numpy(g), torch.from_numpy(w)
+    z = torch.complex(torch.zeros_like(xt), xt)
+    for negated in (z.conj().imag, xt._neg_view()):
+        assert negated.is_neg()
+        np.testing.assert_array_equal(ic.conv(negated, wt, "BL").numpy(), ic.conv(-x, w, "BL"))
+        np.testing.assert_array_equal(ic.solve(negated, wt, "BL").numpy(), ic.solve(-x, w, "BL"))
+    minus_w = (-wt)._neg_view()  # reads as w
+    np.testing.assert_array_equal(ic.conv(xt, minus_w, "BL").numpy(), ic.conv(x, w, "BL"))
+    assert float(ic.logdet(minus_w, 3, 4, "BL")) == ic.logdet(w, 3, 4, "BL")
+    for vjp in (ic.conv_vjp, ic.solve_vjp):
+        got = vjp(gt._neg_view(), xt, wt, "BL")
+        for a, b in zip(got, vjp(-g, x, w, "BL")):
+            np.testing.assert_array_equal(a.numpy(), b)
+
+
+def test_tensors_dlpack_cannot_carry_raise_type_error_naming_the_argument(rng):
+    w = torch.from_numpy(make_weight(rng, 2, 2, 2))
+    x = torch.randn(1, 2, 3, 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"x \(torch.bfloat16\) cannot be imported through DLPack.*float32 or float64"):
+        ic.conv(x.bfloat16(), w)
+    with pytest.raises(TypeError, match="weight must be a dense \\(strided\\) tensor, got layout torch.sparse_coo"):
+        ic.solve(x, w.to_sparse())
+    conjugated = torch.complex(x, x).conj()
+    assert conjugated.is_conj()
+    with pytest.raises(TypeError, match="y must be float32 or float64, got complex128"):
+        ic.solve(conjugated, w)

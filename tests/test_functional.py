@@ -41,6 +41,7 @@ def test_every_function_matches_dense_oracle(rng, shape, orientation, dtype):
     ey, ew = dense.solve_vjp(g, x)
     assert_close(gy, ey, dtype)
     assert_close(gw, ew, dtype)
+    assert_close(ic.solve(g, w, orientation, transpose=True), ey, dtype)  # T^-T g
 
     H, W = x.shape[2:]
     value = ic.logdet(w, H, W, orientation)

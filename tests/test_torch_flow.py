@@ -120,7 +120,7 @@ def test_initialization_is_near_the_identity(rng):
 
 def test_state_dict_keeps_parameters_and_signs_only(generator):
     layer = _model("layer", 2, 2, "TL", torch.float32, "cpu", generator)
-    assert set(layer.state_dict()) == {"weight", "log_scale", "sign"}
+    assert set(layer.state_dict()) == {"weight", "log_scale", "sign", "_extra_state"}
     copy = ict.InverseConv2d(2, 2)
     copy.load_state_dict(layer.state_dict())
     torch.testing.assert_close(copy.effective_weight(), layer.effective_weight())

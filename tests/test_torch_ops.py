@@ -79,7 +79,7 @@ def test_gradient_in_one_input_only(rng, device, path):
         torch.testing.assert_close(gw, ew, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("op", ["conv", "solve", "conv_vjp", "solve_vjp"])
+@pytest.mark.parametrize("op", ["conv", "solve", "conv_vjp", "solve_vjp", "solve_transpose"])
 @pytest.mark.parametrize("shape", SHAPES[:2], ids=shape_id)
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(rng, device, shape, op):
@@ -87,8 +87,53 @@ def test_opcheck(rng, device, shape, op):
     requires_grad = op in ("conv", "solve")
     w = weight(rng, C, KH, KW, "TR", device=device, requires_grad=requires_grad)
     x = randn(rng, (B, C, H, W), device=device, requires_grad=requires_grad)
-    args = (x, w, "TR") if requires_grad else (randn(rng, (B, C, H, W), device=device), x, w, "TR")
+    if requires_grad or op == "solve_transpose":
+        args = (x, w, "TR")
+    else:
+        args = (randn(rng, (B, C, H, W), device=device), x, w, "TR")
     torch.library.opcheck(getattr(torch.ops.invconv_cupy, op).default, args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_convolutions_run_on_torch_and_the_route_sends_them_to_our_code(rng, device, monkeypatch):
+    """By default only the solves reach the functional API; under conv_route("invconv_cupy") the
+    convolutions and weight gradients do too, with the same results."""
+    import invconv_cupy as ic
+
+    calls = []
+    for name in ("conv", "conv_vjp", "solve", "solve_vjp"):
+        real = getattr(ic, name)
+        monkeypatch.setattr(ic, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    w = weight(rng, 3, 2, 3, "BL", device=device, requires_grad=True)
+    x = randn(rng, (2, 3, 4, 5), device=device, requires_grad=True)
+    g = randn(rng, (2, 3, 4, 5), device=device)
+
+    def run():
+        out = [ict.conv(x, w, "BL"), ict.solve(x, w, "BL")]
+        return out + [grad for y in out for grad in torch.autograd.grad(y, (x, w), g)]
+
+    on_torch = run()
+    assert calls == ["solve", "solve"]  # forward and transposed solve; every convolution on torch
+    calls.clear()
+    with ict.conv_route("invconv_cupy"):
+        ours = run()
+    assert calls == ["conv", "solve", "conv_vjp", "solve_vjp"]
+    for a, b in zip(on_torch, ours):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10 * max(1.0, float(b.abs().max())))
+    with pytest.raises(ValueError, match="route must be one of 'torch', 'invconv_cupy', got 'cudnn'"):
+        with ict.conv_route("cudnn"):
+            pass
+
+
+@pytest.mark.parametrize("path", OPS)
+def test_empty_batch(rng, path):
+    w = weight(rng, 2, 2, 2, "TL", requires_grad=True)
+    x = randn(rng, (0, 2, 3, 3), requires_grad=True)
+    for fn in OPS[path]:
+        y = fn(x, w)
+        assert y.shape == x.shape
+        grad_x, grad_w = torch.autograd.grad(y.sum(), (x, w))
+        assert grad_x.shape == x.shape and torch.count_nonzero(grad_w) == 0
 
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
@@ -170,3 +215,25 @@ def test_fake_tensors_propagate_shapes_and_check_arguments(rng):
             assert out.shape == x.shape and out.dtype == x.dtype and out.is_contiguous()
             with pytest.raises(ValueError, match="weight must have shape"):
                 fn(x[:, :2], w)
+
+
+def test_padded_buffers_match_f_pad_whatever_came_before(rng):
+    """The CPU work pads into reused buffers: every call equals F.pad, whichever padding the buffer held before."""
+    from invconv_cupy.torch._conv2d import PaddedBuffers
+
+    pad = PaddedBuffers(keep=2)
+    paddings = [(2, 0, 1, 0), (0, 2, 0, 1), (0, 2, 0, 1), (1, 1, 1, 0), (2, 0, 1, 0)]  # one padded shape
+    first = None
+    for padding in paddings:
+        x = randn(rng, (2, 3, 4, 5))
+        got = pad(x, padding)
+        torch.testing.assert_close(got, torch.nn.functional.pad(x, padding), rtol=0, atol=0)
+        first = got.data_ptr() if first is None else first
+        assert got.data_ptr() == first  # the same buffer, reused
+    with torch.inference_mode():  # a buffer made in inference mode is still writable outside it
+        pad(randn(rng, (1, 1, 2, 2)), (1, 0, 1, 0))
+    x = randn(rng, (1, 1, 2, 2))
+    torch.testing.assert_close(pad(x, (1, 0, 1, 0)), torch.nn.functional.pad(x, (1, 0, 1, 0)), rtol=0, atol=0)
+    assert len(pad.buffers) == 2
+    pad(randn(rng, (1, 1, 3, 3)), (1, 0, 1, 0))
+    assert len(pad.buffers) == 2  # the oldest shape was dropped

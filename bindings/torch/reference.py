@@ -1,35 +1,23 @@
 """Plain-torch reference implementations, differentiated by autograd.
 
 Slow and simple, on any device: ``conv`` is ``torch.nn.functional.conv2d``
-after causal padding; ``solve`` is pixel-by-pixel substitution (``H * W``
-sequential steps). They share no code with the optimized ops, so the tests
-compare values and gradients of one against the other.
+after causal padding (the adapter's own convolution path, here differentiated
+by autograd instead of by the ops' hand-written rules); ``solve`` is
+pixel-by-pixel substitution (``H * W`` sequential steps), sharing no code with
+the optimized solve. The tests compare values and gradients of one against the
+other.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from invconv_cupy.orientation import parse_orientation
 
+from ._conv2d import conv, masked_weight
 
-def masked_weight(weight: Tensor, orientation: str = "TL") -> Tensor:
-    """``weight`` with the anchor tap's entries above the diagonal zeroed (differentiably)."""
-    a, e = parse_orientation(orientation).anchor(*weight.shape[2:])
-    mask = torch.ones_like(weight)
-    mask[:, :, a, e] = torch.ones_like(mask[:, :, a, e]).tril()
-    return weight * mask
-
-
-def conv(x: Tensor, weight: Tensor, orientation: str = "TL") -> Tensor:
-    """Causal convolution: pad towards the orientation's corner, then ``conv2d``."""
-    orient = parse_orientation(orientation)
-    kh, kw = weight.shape[2:]
-    pad_w = (0, kw - 1) if orient.flip_w else (kw - 1, 0)
-    pad_h = (0, kh - 1) if orient.flip_h else (kh - 1, 0)
-    return F.conv2d(F.pad(x, pad_w + pad_h), masked_weight(weight, orientation))
+__all__ = ["conv", "masked_weight", "solve"]
 
 
 def solve(y: Tensor, weight: Tensor, orientation: str = "TL") -> Tensor:
