@@ -1,8 +1,11 @@
+#line 2 "cuda_shim.h"
 // cuda_shim.h: CUDA built-ins for a host C++ compiler (the "emulate" backend).
 //
 // The emulator (invconv_cupy/emulator) compiles
 //     cuda_shim.h + generated preamble + common.cuh + <family>.cu + generated launchers
 // with g++ -std=c++20 into one shared library per family, dtype and index type.
+// (The #line above: file names end up in the library, in alignment checks and the call
+// sites of built-ins, so a build must not depend on the folder it is compiled in.)
 //
 // How a launch runs
 // - Blocks run concurrently: `concurrent_blocks` worker OS threads (the
@@ -87,7 +90,6 @@
 #include <string>
 #include <thread>
 #include <type_traits>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 #include <sys/mman.h>
@@ -102,6 +104,7 @@
 #endif
 #ifdef __SANITIZE_THREAD__
 #include <sanitizer/tsan_interface.h>
+#include <unordered_map>
 // The runtime's annotations that <sanitizer/tsan_interface.h> does not declare.
 extern "C" void __tsan_ignore_thread_begin();
 extern "C" void __tsan_ignore_thread_end();
@@ -559,8 +562,6 @@ struct Block {
         if (stacks) give_stacks(std::move(stacks));
     }
 
-    Fiber& fiber_at(unsigned warp, unsigned lane) { return fibers[warp * kWarp + lane]; }
-
     void note_progress()
     {
         ++progress;
@@ -729,7 +730,8 @@ struct Block {
             if (!same)
                 fail(f, str(s) + " (mask " + hex(mask) + ") while lane " + std::to_string(lane) + " waits in " +
                             str(p.site) + " (mask " + hex(p.mask) +
-                            "): the lanes of one mask must call the same intrinsic with the same mask at the same place");
+                            "): the lanes of one mask must call the same intrinsic with the same mask at the "
+                            "same place");
         }
         f->state = State::warp;
         f->site = s;
@@ -1564,8 +1566,10 @@ inline unsigned long long __brevll(unsigned long long x)
     return (static_cast<unsigned long long>(__brev(unsigned(x))) << 32) | __brev(unsigned(x >> 32));
 }
 
-// Alignment checks: the library is built with -fsanitize=alignment and this handler
-// (GCC's UBSan calling convention) turns a misaligned typed access into a launch error.
+// Alignment checks: the library is built with -fsanitize=alignment
+// -fno-sanitize-recover=alignment (a handler that does not return compiles to less code),
+// and this handler (GCC's UBSan calling convention) turns a misaligned typed access into
+// a launch error.
 namespace ic_emu::ubsan {
 struct SourceLocation {
     const char* file;
@@ -1584,7 +1588,7 @@ struct TypeMismatchData {
 
 // Not inline: the compiler's calls to it are not uses the front end sees. One definition per
 // library (the shim is in exactly one translation unit).
-extern "C" __attribute__((visibility("protected"))) void __ubsan_handle_type_mismatch_v1(
+extern "C" __attribute__((visibility("protected"), noreturn)) void __ubsan_handle_type_mismatch_v1_abort(
     ic_emu::ubsan::TypeMismatchData* data, std::uintptr_t pointer)
 {
     static const char* const kinds[] = {"load", "store", "reference binding", "member access", "member call",

@@ -1,6 +1,6 @@
 """Removing any one barrier, warp sync or flag wait is caught; a removed fence is caught by ThreadSanitizer.
 
-Every synchronization site of ``kernels/solve.cu`` and of the test kernels
+Every synchronization site of ``kernels/solve.cu``, ``kernels/conv.cu`` and of the test kernels
 (``tests/emulator_kernels.cu``) is switched off in turn (``kernel_breaks``: one build
 serves all cases), and the kernel runs in race mode (threads switch at random at every
 built-in, workers yield and sleep at random) until a result is wrong, NaN, or the
@@ -25,21 +25,27 @@ from invconv_cupy.emulator import EmulatedKernelError, EmulatorDevice, sanitizer
 from invconv_cupy.orientation import parse_orientation
 from kernel_breaks import VARIABLE, sites, switchable
 from oracle import Dense
+from test_kernel_harness import run_conv_case
 
 TRIES = 4
 SOLVE_TRIES = 48
 SOLVE_SITES = sites(kernel_source.read("solve.cu"), "solve.cu")
+CONV_SITES = sites(kernel_source.read("conv.cu"), "conv.cu")
+# the harness case (test_kernel_harness) that runs each conv.cu entry point with several threads per step
+CONV_CASES = {"conv_apply_tiled": "conv_tiles", "conv_weight_grad_partial": "weight_grad_tiles",
+              "conv_weight_grad_finish": "weight_grad_lanes"}
 TEST_SITES = sites(emulator_kernels.SOURCE, "emulator_kernels.cu")
+
+
+def _switchable_in(family):
+    """A transform that makes ``kernels/<family>.cu``'s sites switchable."""
+    text = kernel_source.read(f"{family}.cu")
+    return lambda name, source: source.replace(text, switchable(text)) if name == family else source
 
 
 def _solve_devices(race=True, sanitize=None):
     """An emulated device whose solve.cu has every site switchable (one build), 8 blocks at once."""
-    text = kernel_source.read("solve.cu")
-
-    def transform(family, source):
-        return source.replace(text, switchable(text)) if family == "solve" else source
-
-    return [EmulatorDevice(max_threads_per_block=64, transform=transform, race=race, sanitize=sanitize,
+    return [EmulatorDevice(max_threads_per_block=64, transform=_switchable_in("solve"), race=race, sanitize=sanitize,
                            concurrent_blocks=8, watchdog=2.0)]
 
 
@@ -97,11 +103,14 @@ def test_functions():
 
 
 def test_every_site_is_listed():
-    """The catalogue follows the sources: solve.cu has 7 barriers, a flag wait and a fence (see the
-    comment on each line); the test kernels have barriers, a warp sync, a fence and flag waits."""
+    """The catalogue follows the sources: solve.cu has 7 barriers, a flag wait and a fence (the
+    comment on each line says what it orders), conv.cu 5 barriers; the test kernels have
+    barriers, a warp sync, a fence and flag waits."""
     patterns = [s.pattern for s in SOLVE_SITES]
     assert (patterns.count("__syncthreads();"), patterns.count("while (!ic_load_acquire("),
             patterns.count("__threadfence();"), len(patterns)) == (7, 1, 1, 9)
+    assert [s.pattern for s in CONV_SITES] == ["__syncthreads();"] * 5
+    assert {s.kernel for s in CONV_SITES} <= set(CONV_CASES)
     assert {s.pattern for s in TEST_SITES} == {"__syncthreads();", "__syncwarp();", "__threadfence();",
                                                "while (!ic_load_acquire("}
 
@@ -137,8 +146,18 @@ def test_removing_a_synchronization_from_solve_is_caught(solve_devices, rng, mon
     assert _caught(lambda: _solve_runs(solve_devices, rng), SOLVE_TRIES), f"removing {site.id} went unnoticed"
 
 
+@pytest.mark.parametrize("site", CONV_SITES, ids=lambda s: s.id)
+def test_removing_a_synchronization_from_conv_is_caught(rng, monkeypatch, site):
+    device = EmulatorDevice(transform=_switchable_in("conv"), race=True)
+    monkeypatch.setenv(VARIABLE, "-1")
+    assert not _wrong([run_conv_case(device, CONV_CASES[site.kernel], rng)]), "the unbroken kernel is wrong"
+    monkeypatch.setenv(VARIABLE, str(site.index))
+    assert _caught(lambda: [run_conv_case(device, CONV_CASES[site.kernel], rng)]), f"removing {site.id} went unnoticed"
+
+
 # (emu_static_shared's first barrier only makes that test stricter; removing it changes no result)
-RACE_SITES = [s for s in TEST_SITES if s.pattern != "__threadfence();" and s.kernel in ("emu_wavefront", "emu_shuffles")]
+RACE_SITES = [s for s in TEST_SITES
+              if s.pattern != "__threadfence();" and s.kernel in ("emu_wavefront", "emu_shuffles")]
 
 
 @pytest.mark.parametrize("site", RACE_SITES, ids=lambda s: f"{s.kernel} {s.id}")

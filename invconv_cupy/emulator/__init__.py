@@ -59,8 +59,9 @@ import threading
 import numpy as np
 
 from .. import kernel_source
-from .build import SANITIZE_FLAGS, KernelCompileError, asan_runtime, build, cache_dir, emulator_source, sanitizer_runtime
-from .environment import sanitize_from_env, seed_from_env
+from .build import KernelCompileError, asan_runtime, build, cache_dir, emulator_source, sanitizer_runtime
+from .environment import (blocks_from_env, checked_blocks, checked_race, checked_sanitize, checked_seed,
+                          checked_watchdog, race_from_env, sanitize_from_env, seed_from_env, watchdog_from_env)
 
 __all__ = ["EmulatorDevice", "EmulatedFunction", "EmulatedLaunchError", "EmulatedKernelError", "KernelCompileError",
            "asan_runtime", "sanitizer_runtime", "cache_dir"]
@@ -187,52 +188,6 @@ def _describe(arg):
     return f"{type(arg).__name__} {arg!r}"
 
 
-def _setting(name, value, variable, default, parse):
-    """``value`` checked by ``parse``; else ``$variable`` parsed; else ``default``."""
-    if value is not None:
-        return parse(name, value)
-    text = os.environ.get(variable)
-    return parse(f"${variable}", text) if text else default
-
-
-def _sanitizer(name, value):
-    if value not in SANITIZE_FLAGS:
-        raise ValueError(f"{name} must be None or one of {sorted(SANITIZE_FLAGS)}, got {value!r}")
-    return value
-
-
-def _integer(name, value, low, high):
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
-    return int(value)
-
-
-def _seed(name, value):
-    return _integer(name, value, 0, 2**64 - 1)
-
-
-def _blocks(name, value):
-    return _integer(name, value, 1, 1024)
-
-
-def _flag(name, value):
-    if isinstance(value, (bool, np.bool_)) or value in ("0", "1"):
-        return value in (True, "1")
-    raise ValueError(f"{name} must be True or False (1 or 0), got {value!r}")
-
-
-def _seconds(name, value):
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
-    if not 0.001 <= seconds <= 86400:
-        raise ValueError(f"{name} must be from 0.001 to 86400 seconds, got {value!r}")
-    return seconds
-
-
 class EmulatorDevice:
     """The emulated GPU: kernel functions, array allocation and device limits.
 
@@ -276,13 +231,12 @@ class EmulatorDevice:
         #: use the 64-bit index variants whatever the sizes (tests of the int64 path)
         self.index64 = False
         self.transform = transform
-        # explicit values checked here, environment variables by .environment (one message per variable)
-        self.sanitize = _sanitizer("sanitize", sanitize) if sanitize is not None else sanitize_from_env()
-        self.seed = _seed("seed", seed) if seed is not None else seed_from_env()
-        self.race = _setting("race", race, "INVCONV_EMULATE_RACE", False, _flag)
-        self.concurrent_blocks = _setting("concurrent_blocks", concurrent_blocks, "INVCONV_EMULATE_BLOCKS", 4,
-                                          _blocks)
-        self.watchdog = _setting("watchdog", watchdog, "INVCONV_EMULATE_WATCHDOG", 20.0, _seconds)
+        self.sanitize = checked_sanitize("sanitize", sanitize) if sanitize is not None else sanitize_from_env()
+        self.seed = checked_seed("seed", seed) if seed is not None else seed_from_env()
+        self.race = checked_race("race", race) if race is not None else race_from_env()
+        self.concurrent_blocks = (checked_blocks("concurrent_blocks", concurrent_blocks)
+                                  if concurrent_blocks is not None else blocks_from_env())
+        self.watchdog = checked_watchdog("watchdog", watchdog) if watchdog is not None else watchdog_from_env()
         self._libraries = {}
         self._functions = {}
 

@@ -17,8 +17,8 @@ compiler's version, ``digest`` is the start of the library's own SHA-256.
   with one :class:`KernelCacheWarning`.
 
 ``$CXX`` names the compiler (default ``g++``). Every library checks the
-alignment of typed accesses (``-fsanitize=alignment``; the shim turns a report
-into a launch error). ``sanitize="address"`` adds AddressSanitizer,
+alignment of typed accesses (``-fsanitize=alignment``; the shim's handler turns
+a report into a launch error). ``sanitize="address"`` adds AddressSanitizer,
 ``sanitize="thread"`` ThreadSanitizer; such a library loads only into a process
 started with ``LD_PRELOAD`` of the compiler's runtime (see :func:`sanitizer_runtime`).
 """
@@ -41,7 +41,8 @@ from pathlib import Path
 
 from .. import kernel_source
 
-FLAGS = ("-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fsanitize=alignment")
+FLAGS = ("-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fsanitize=alignment",
+         "-fno-sanitize-recover=alignment")
 SANITIZE_FLAGS = {"address": ("-fsanitize=address", "-fno-omit-frame-pointer", "-g"),
                   "thread": ("-fsanitize=thread", "-fno-omit-frame-pointer", "-g")}
 _RUNTIMES = {"address": "libasan.so", "thread": "libtsan.so"}
