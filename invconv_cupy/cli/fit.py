@@ -11,10 +11,14 @@ for float images.
 The gradients are ``invconv_cupy.solve_vjp`` (the transposed solve plus one
 correlation), the optimizer SciPy's L-BFGS-B.
 
-Large images are fitted on random windows (:func:`fit_windows`), all of the same
-size, deblurred together as one batch. On each window (and on a whole image) the
-loss leaves out a band along the edges the kernel reads from: there the blurred
-pixels saw the scene outside the window, which its inverse cannot know.
+The fit runs on windows (:func:`fit_windows`): the image less a margin of
+``size - 1`` pixels on every side, or, for a large image, random equal windows,
+deblurred together as one batch. The blurred pixels along a window's edges saw
+the picture beyond it; that light is known (the sharp picture is given), so it is
+subtracted before the solve: the window's blurred pixels less ``conv`` of the
+sharp margin the kernel reads from (a halo of ``size - 1`` pixels, zero inside
+the window), with its gradient from ``conv_vjp``. The true kernel then maps the
+window exactly onto the sharp one, whatever lies outside the image.
 """
 
 from __future__ import annotations
@@ -63,9 +67,9 @@ class FitResult:
     iterations : int
         L-BFGS-B iterations.
     psnr_before : float
-        PSNR (dB, peak = the sharp image's value range) of ``blurred`` against ``sharp`` on the fitted pixels.
+        PSNR (dB, peak = the sharp image's value range) of ``blurred`` against ``sharp`` in the windows.
     psnr_after : float
-        PSNR of ``solve(blurred, kernel)`` against ``sharp`` on the fitted pixels.
+        PSNR of the windows deblurred by ``kernel`` (their halo's light taken out) against ``sharp``.
     message : str
         The optimizer's termination message.
     """
@@ -87,36 +91,30 @@ def max_size(shape: tuple[int, int]) -> int:
 
 
 def fit_windows(shape: tuple[int, int], size: int, rng: np.random.Generator) -> list[tuple[slice, slice]]:
-    """The parts of an image of ``shape`` to fit a ``size`` kernel on: the whole image, or random equal windows.
+    """The parts of an image of ``shape`` to fit a ``size`` kernel on, each ``size - 1`` pixels from every edge.
 
-    An image of at most :data:`FIT_PIXELS` pixels is used whole; a larger one as
-    ``ceil(FIT_PIXELS / side^2)`` windows of ``side = max(MIN_WINDOW, WINDOW_PER_TAP * size)``
-    pixels (no larger than the image), at random positions.
+    The image less that margin, when it has at most :data:`FIT_PIXELS` pixels;
+    else ``ceil(FIT_PIXELS / side^2)`` windows of
+    ``side = max(MIN_WINDOW, WINDOW_PER_TAP * size)`` pixels (no larger than that),
+    at random positions.
     """
-    h, w = shape
+    margin = size - 1
+    h, w = shape[0] - 2 * margin, shape[1] - 2 * margin
     if h * w <= FIT_PIXELS:
-        return [(slice(0, h), slice(0, w))]
+        return [(slice(margin, margin + h), slice(margin, margin + w))]
     side_h = min(h, max(MIN_WINDOW, WINDOW_PER_TAP * size))
     side_w = min(w, max(MIN_WINDOW, WINDOW_PER_TAP * size))
     count = math.ceil(FIT_PIXELS / (side_h * side_w))
-    tops = rng.integers(0, h - side_h + 1, count)
-    lefts = rng.integers(0, w - side_w + 1, count)
+    tops = margin + rng.integers(0, h - side_h + 1, count)
+    lefts = margin + rng.integers(0, w - side_w + 1, count)
     return [(slice(t, t + side_h), slice(e, e + side_w)) for t, e in zip(tops, lefts)]
 
 
-def _fitted_mask(shape: tuple[int, int], size: int, orientation: str) -> np.ndarray:
-    """1 on the pixels the loss counts: all but a ``2 * size`` band on the sides ``orientation`` reads from.
-
-    (Nothing is left out of an image too small to keep a quarter of its pixels.)
-    """
-    (top, bottom), (left, right) = causal_sides(orientation, 2 * size)
-    h, w = shape
-    mask = np.zeros(shape)
-    if (h - top - bottom) * (w - left - right) < h * w / 4:
-        mask[...] = 1.0
-    else:
-        mask[top : h - bottom, left : w - right] = 1.0
-    return mask
+def _with_halo(window: tuple[slice, slice], halo: int, orientation: str) -> tuple[slice, slice]:
+    """``window`` extended by ``halo`` pixels on the sides a causal kernel of ``orientation`` reads from."""
+    (top, bottom), (left, right) = causal_sides(orientation, halo)
+    rows, cols = window
+    return slice(rows.start - top, rows.stop + bottom), slice(cols.start - left, cols.stop + right)
 
 
 def _gain_weights(shape: tuple[int, int], grid: tuple[int, int], orientation: str) -> np.ndarray:
@@ -158,19 +156,27 @@ def fit_kernel(
     noise : float
         The noise level of the stability penalty (0: none).
     windows : list of (slice, slice) or None
-        The parts of the images to fit on, all of one size (default: the whole images).
+        The parts of the images to fit on, all of one size and at least ``size - 1``
+        pixels from every edge (default: :func:`fit_windows` of the whole image).
 
     Returns
     -------
     FitResult
     """
     xp = compute.xp
-    windows = windows or [(slice(None), slice(None))]
+    halo = size - 1
+    windows = windows or fit_windows(sharp.shape[-2:], size, np.random.default_rng(0))
+    extended = [_with_halo(w, halo, orientation) for w in windows]
     x_true = compute.to_device(np.concatenate([sharp[(Ellipsis, *w)] for w in windows])[:, None])
     y = compute.to_device(np.concatenate([blurred[(Ellipsis, *w)] for w in windows])[:, None])
     window_shape = x_true.shape[-2:]
-    mask = compute.to_device(_fitted_mask(window_shape, size, orientation))
-    count = float(mask.sum()) * x_true.shape[0]
+    # The sharp halo around each window (zero inside it) and where the window lies in the extended frame.
+    (top, _), (left, _) = causal_sides(orientation, halo)
+    inner = (Ellipsis, slice(top, top + window_shape[0]), slice(left, left + window_shape[1]))
+    halo_sharp = np.concatenate([sharp[(Ellipsis, *e)] for e in extended])[:, None].copy()
+    halo_sharp[inner] = 0.0
+    halo_sharp = compute.to_device(halo_sharp)
+    count = float(x_true.size)
     # The penalty's response is computed near the impulse only: enough to see an inverse that does not decay.
     grid = tuple(min(n, max(MIN_WINDOW, WINDOW_PER_TAP * size)) for n in window_shape)
     gain_weights = compute.to_device(_gain_weights(window_shape, grid, orientation))
@@ -181,12 +187,16 @@ def fit_kernel(
     anchor_flat = anchor[0] * size + anchor[1]
     last_finite = math.inf
 
+    def deblurred(w):
+        """The window deblurred by ``w``, after the light its halo sent in is taken out."""
+        return ic.solve(y - ic.conv(halo_sharp, w, orientation)[inner], w, orientation)
+
     def loss_and_grad(theta):
         nonlocal last_finite
         w = xp.asarray(theta.reshape(1, 1, size, size))
         with np.errstate(over="ignore", invalid="ignore"):
-            x = ic.solve(y, w, orientation)
-            residual = (x - x_true) * mask
+            x = deblurred(w)
+            residual = x - x_true
             loss = float(0.5 * xp.sum(residual * residual)) / count
             response = ic.solve(impulse, w, orientation) if noise else None
             if noise:
@@ -194,7 +204,10 @@ def fit_kernel(
         if not math.isfinite(loss):
             return UNSTABLE_PENALTY * last_finite, np.zeros_like(theta)
         last_finite = loss
-        _, grad_w = ic.solve_vjp(residual / count, x, w, orientation)
+        grad_y, grad_w = ic.solve_vjp(residual / count, x, w, orientation)
+        grad_halo = xp.zeros_like(halo_sharp)
+        grad_halo[inner] = -grad_y
+        grad_w = grad_w + ic.conv_vjp(grad_halo, halo_sharp, w, orientation)[1]
         if noise:
             _, grad_reg = ic.solve_vjp(noise**2 * gain_weights * response, response, w, orientation)
             grad_w = grad_w + grad_reg
@@ -223,8 +236,8 @@ def fit_kernel(
     kernel = CausalKernel(result.x.reshape(size, size), orientation)
     w = xp.asarray(kernel.as_weight(xp))
     with np.errstate(over="ignore", invalid="ignore"):
-        after = float(xp.sum(((ic.solve(y, w, orientation) - x_true) * mask) ** 2)) / count
-    before = float(xp.sum(((y - x_true) * mask) ** 2)) / count
+        after = float(xp.sum((deblurred(w) - x_true) ** 2)) / count
+    before = float(xp.sum((y - x_true) ** 2)) / count
     peak = float(sharp.max() - sharp.min()) or 1.0
     return FitResult(kernel, int(result.nit), _psnr(before, peak), _psnr(after, peak), str(result.message))
 
