@@ -217,15 +217,22 @@ def fit_kernel(
     theta0[anchor_flat] = 1.0
     bounds = [(None, None)] * (size * size)
     bounds[anchor_flat] = (ANCHOR_FLOOR, None)
+    # L-BFGS-B's stopping rule is relative only above 1: measure the loss in units of the starting one.
+    unit = loss_and_grad(theta0)[0] or 1.0
+
+    def scaled(theta):
+        loss, grad = loss_and_grad(theta)
+        return loss / unit, grad / unit
+
     # tqdm(disable=None) shows the bar only on a terminal.
     with tqdm(total=maxiter, desc=f"fit {orientation}", unit="it", disable=None, leave=False) as progress:
 
         def report(intermediate_result):
             progress.update()
-            progress.set_postfix(loss=f"{intermediate_result.fun:.4g}")
+            progress.set_postfix(loss=f"{intermediate_result.fun * unit:.4g}")
 
         result = minimize(
-            loss_and_grad,
+            scaled,
             theta0,
             jac=True,
             method="L-BFGS-B",
