@@ -242,6 +242,20 @@ def crop_to_support(psf: np.ndarray) -> np.ndarray:
     return psf[ch - dr : ch + dr + 1, cw - dc : cw + dc + 1]
 
 
+def psf_grid(psf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``psf`` on a ``shape`` grid with its centre at ``[0, 0]`` (wrapped around; summed where larger than the grid).
+
+    Its FFT is the PSF's transfer function: circular convolution with this grid
+    blurs as ``convolve2d(mode="same")`` does, away from the wrap-around.
+    """
+    grid = np.zeros(shape)
+    kh, kw = psf.shape
+    rows = (np.arange(kh) - kh // 2) % shape[0]
+    cols = (np.arange(kw) - kw // 2) % shape[1]
+    np.add.at(grid, (rows[:, None], cols[None, :]), psf)
+    return grid
+
+
 def quadrant_slices(shape: tuple[int, int], orientation: str) -> tuple[slice, slice]:
     """The rows and columns of an odd-sized PSF of ``shape`` that ``orientation``'s causal convolution reads.
 
@@ -291,31 +305,6 @@ def psf_of(kernel: CausalKernel) -> np.ndarray:
     psf = np.zeros((2 * kh - 1, 2 * kw - 1))
     psf[quadrant_slices(psf.shape, kernel.orientation)] = kernel.weight[::-1, ::-1]
     return psf
-
-
-def split_psf(psf: np.ndarray) -> list[CausalKernel]:
-    """Write any PSF as a sum of causal convolutions, one per nonempty quadrant.
-
-    Every PSF entry goes to exactly one part (the centre row and column to the
-    "high" side), so blurring with ``psf`` equals the sum of ``conv`` over the parts.
-    """
-    psf = crop_to_support(psf)
-    ch, cw = psf.shape[0] // 2, psf.shape[1] // 2
-    r = np.arange(psf.shape[0])[:, None]
-    c = np.arange(psf.shape[1])[None, :]
-    owner = {
-        "TL": (r >= ch) & (c >= cw),
-        "TR": (r >= ch) & (c < cw),
-        "BL": (r < ch) & (c >= cw),
-        "BR": (r < ch) & (c < cw),
-    }
-    parts = []
-    for orientation in ic.ORIENTATIONS:
-        part = np.where(owner[orientation], psf, 0.0)
-        if part.any():
-            quadrant = part[quadrant_slices(psf.shape, orientation)]
-            parts.append(CausalKernel(quadrant[::-1, ::-1].copy(), orientation))
-    return parts
 
 
 class NotSafeForExact(CliError):
