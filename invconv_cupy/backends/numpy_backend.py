@@ -8,10 +8,10 @@ that every tap is one contiguous slice: a tap costs one matrix product. Kernels
 with many taps convolve by FFT instead (float64 inside).
 
 The solve is a wavefront over anti-diagonals on a *skewed* copy of the image
-(see :func:`_wavefront_tl`): each channel of each anti-diagonal is one
-contiguous row, so the taps of one step are strided views of earlier rows and a
-step is one batched matrix product, whatever the kernel size; there are
-``H + W - 1`` steps.
+(:mod:`.numpy_wavefront`): each channel of each anti-diagonal is one contiguous
+row, so the taps of one step are strided views of earlier rows and a step is one
+batched matrix product, whatever the kernel size; there are ``H + W - 1`` steps.
+The transposed solve is the same wavefront from the opposite corner.
 """
 
 from __future__ import annotations
@@ -33,6 +33,16 @@ def _to_tl(a, orient: Orientation):
     if orient.flip_w:
         a = a[..., ::-1]
     return a
+
+
+def _fresh(a):
+    """A C-contiguous copy of ``a`` with the usual positive strides.
+
+    Always a copy, unlike ``np.ascontiguousarray``, which returns ``a`` itself
+    when numpy deems it contiguous: a view of kept memory, or one with negative
+    strides on flipped axes of length 1 (which ``torch.from_numpy`` refuses).
+    """
+    return np.array(a, order="C")
 
 
 def _masked_tl_weight(w, orient: Orientation):
@@ -107,7 +117,7 @@ def conv(x, w, orient: Orientation, transpose: bool = False):
         y = _conv_tl(x[..., ::-1, ::-1], w.swapaxes(0, 1))[..., ::-1, ::-1]
     else:
         y = _conv_tl(x, w)
-    return np.ascontiguousarray(_to_tl(y, orient))
+    return _fresh(_to_tl(y, orient))
 
 
 def weight_grad(g, x, kernel_size, orient: Orientation, scale: float = 1.0):
@@ -128,7 +138,7 @@ def weight_grad(g, x, kernel_size, orient: Orientation, scale: float = 1.0):
     gw[:, :, -1, -1] = np.tril(gw[:, :, -1, -1])
     if scale != 1.0:
         gw *= scale
-    return np.ascontiguousarray(_to_tl(gw, orient))
+    return _fresh(_to_tl(gw, orient))
 
 
 def solve(y, w, orient: Orientation, transpose: bool = False):
@@ -146,4 +156,4 @@ def solve(y, w, orient: Orientation, transpose: bool = False):
     x = plan.pixels.transpose(2, 3, 0, 1)
     if transpose:
         x = x[..., ::-1, ::-1]
-    return np.ascontiguousarray(_to_tl(x, orient))
+    return _fresh(_to_tl(x, orient))  # a copy: the store is kept for the next solve

@@ -21,6 +21,7 @@ the image's own positions are ever written, and the padding stays zero.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 
@@ -45,19 +46,29 @@ def tap_blocks(w, reach, dtype, transpose: bool = False):
     """
     C, _, KH, KW = w.shape
     PH, PW = reach
-    # rhs[o, p, q', c] = W_pq[o, c] with q' = PW-1-q, the order of a step's rows
-    taps = w[:, :, KH - PH :, KW - PW :][:, :, ::-1]
-    rhs = np.empty((C, PH, PW, C))
-    rhs[...] = taps.transpose(1, 2, 3, 0) if transpose else taps.transpose(0, 2, 3, 1)
-    rhs[:, 0, -1, :] = -np.eye(C)  # the anchor block becomes A^-1 (A^-T)
-    # LAPACK's triangular inverse reads the lower triangle only. (Not a triangular
-    # solve: OpenBLAS's trsm runs threads even at this size, 100x slower on a busy machine.)
+    # LAPACK's triangular inverse reads the lower triangle only; the upper one keeps A's.
+    # (Not a triangular solve: OpenBLAS's trsm runs threads even at this size, 100x
+    # slower on a busy machine.)
     inverse, info = dtrtri(w[:, :, -1, -1], lower=1)
     if info > 0:  # a zero on the diagonal: no inverse
         inverse.fill(np.nan)
-    inverse = np.tril(inverse)
-    m = -((inverse.T if transpose else inverse) @ rhs.reshape(C, -1))
-    return np.ascontiguousarray(m.reshape(C, PH, PW * C).transpose(1, 0, 2), dtype=dtype)
+    inverse *= _negated_lower_mask(C)  # -A^-1
+    w = w.astype(np.float64)
+    if transpose:
+        m = inverse.T @ w.swapaxes(0, 1).reshape(C, -1)
+    else:
+        m = inverse @ w.reshape(C, -1)
+    # m[o, c, a, e] = -(A^-1 W_tap(a, e))[o, c]; a step's rows are the taps p = KH-1-a rows up,
+    # in the order q' = PW-1-q of the tap q columns left
+    m = m.reshape(C, C, KH, KW)[:, :, ::-1][:, :, :PH, KW - PW :]
+    blocks = np.ascontiguousarray(m.transpose(2, 0, 3, 1), dtype=dtype).reshape(PH, C, PW * C)
+    np.negative(inverse.T if transpose else inverse, out=blocks[0, :, -C:])  # the anchor's block
+    return blocks
+
+
+@functools.cache
+def _negated_lower_mask(n):
+    return -np.tri(n)
 
 
 class Wavefront:
