@@ -44,6 +44,16 @@ def test_every_load_order_solves_both_systems(rng, monkeypatch, staging, orienta
         assert_close(ic.solve(strided, w, orientation), expected_x, dtype)
 
 
+@pytest.mark.parametrize("chained", [1, 99], ids=["one reduction", "additions"])
+def test_both_ways_of_summing_a_steps_terms(rng, monkeypatch, chained):
+    monkeypatch.setattr(numpy_wavefront, "CHAINED_SUMS", chained)
+    for shape in [(2, 2, 6, 5, 5, 4), (1, 3, 4, 4, 2, 3), (2, 1, 3, 7, 3, 1)]:
+        for orientation in ORIENTATIONS:
+            y, w, dense = _case(rng, shape, orientation, np.float64)
+            assert_close(ic.solve(y, w, orientation), dense.solve(y), np.float64)
+            assert_close(ic.solve(y, w, orientation, transpose=True), dense.solve_vjp(y, y)[0], np.float64)
+
+
 @pytest.mark.parametrize("shape", [(64, 16, 8, 8), (100, 12, 32, 32), (8, 3, 256, 256), (1, 3, 512, 512)])
 def test_staging_order_is_a_permutation_or_none(shape):
     for itemsize in (4, 8):
