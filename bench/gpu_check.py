@@ -101,7 +101,7 @@ PHASES = [
     Phase("torch_benchmarks", 40, 10, lambda c, limit: [
         c.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", "--benchmark-enable",
         "--benchmark-max-time=0.5", f"--benchmark-json={c.out / 'torch-bench.json'}",
-        "bench/test_torch_flow.py", "bench/test_torch_dispatch.py"]),
+        "bench/test_torch_adapter.py", "bench/test_torch_flow.py", "bench/test_torch_dispatch.py"]),
     Phase("sanitizers", 50, 10, lambda c, limit: [c.python, "bench/gpu_sanitize.py", "--sanitizer", str(c.sanitizer),
                                                   "--log", str(c.out / "sanitizer.log")],
           needs_sanitizer=True, statuses={75: "skipped: compute-sanitizer cannot run on this machine"}),

@@ -18,6 +18,38 @@
     type* name = reinterpret_cast<type*>(ic_dynamic_shared_)
 #endif
 
+#ifndef IC_EMULATOR
+// Flag accesses between blocks (the emulator's shim defines the same names, and
+// makes a spin on them visible to its scheduler and watchdog). Relaxed: a volatile
+// access (ld.volatile / st.volatile). Acquire: the relaxed load, then a device-scope
+// fence; release: the fence, then the relaxed store (__threadfence() is membar.gl,
+// i.e. fence.sc.gpu). Portable across NVRTC versions, no inline PTX.
+//     producer: write the tile; __syncthreads(); if (tid == 0) ic_store_release(flag, 1);
+//     consumer: if (tid == 0) while (!ic_load_acquire(flag)) {} __syncthreads(); read it
+template <class T> struct ic_identity {
+    typedef T type;
+};
+template <class T> __device__ __forceinline__ T ic_load_relaxed(const T* p)
+{
+    return *(const volatile T*)p;
+}
+template <class T> __device__ __forceinline__ T ic_load_acquire(const T* p)
+{
+    const T v = *(const volatile T*)p;
+    __threadfence();
+    return v;
+}
+template <class T> __device__ __forceinline__ void ic_store_relaxed(T* p, typename ic_identity<T>::type v)
+{
+    *(volatile T*)p = v;
+}
+template <class T> __device__ __forceinline__ void ic_store_release(T* p, typename ic_identity<T>::type v)
+{
+    __threadfence();
+    *(volatile T*)p = v;
+}
+#endif
+
 // First flat thread index of a 1-D launch and its grid stride, in ic_index.
 __device__ __forceinline__ ic_index ic_thread_index()
 {

@@ -55,7 +55,7 @@ def _breaker(name):
     return transform
 
 
-def _run(device, what, rng):
+def run_conv_case(device, what, rng):
     """One primitive on fresh inputs: (result, dense oracle's answer)."""
     w = make_weight(rng, 2, 3, 2, "BR")
     x, g = rng.standard_normal((2, 2, 2, 9, 8))
@@ -85,13 +85,13 @@ def test_every_break_edits_the_real_source():
 def test_broken_kernel_gives_wrong_results(rng, name):
     device = EmulatorDevice(transform=_breaker(name))
     what = BREAKS[name][2]
-    # a race may hide in one run: the threads really run concurrently, so try a few
+    # a race may hide in one run (each block's thread schedule is random), so try a few
     wrong = 0
     for _ in range(3):
-        got, want = _run(device, what, rng)
+        got, want = run_conv_case(device, what, rng)
         wrong += not np.allclose(got, want, rtol=0, atol=1e-9)
     assert wrong > 0, f"the emulator did not notice the {name}"
-    got, want = _run(EmulatorDevice(), what, rng)
+    got, want = run_conv_case(EmulatorDevice(), what, rng)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)     # the unbroken kernel is right
 
 

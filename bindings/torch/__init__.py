@@ -11,6 +11,8 @@
   :class:`InverseConv2dChain` chains it over the four orientations.
 - :mod:`.reference`: slow, plain-torch implementations of the same functions,
   differentiated by autograd (for tests and comparisons).
+- :mod:`.flows` (import it explicitly; needs the ``flows`` extra, normflows):
+  Inverse-Flow models; :mod:`.dequantization`: dequantization and bits per dimension.
 """
 
 from . import reference

@@ -24,7 +24,8 @@ Writing a kernel family (the portable CUDA subset)
 - Do not ``#include`` anything: the loader prepends a preamble defining
   ``ic_real`` (float/double), ``ic_index`` (int/long long), ``IC_REAL_IS_DOUBLE``,
   ``IC_INDEX_IS_64``, then ``kernels/common.cuh`` (``ic_thread_index()``,
-  ``ic_grid_stride()``). Compute flat offsets in ``ic_index``.
+  ``ic_grid_stride()``, the flag accesses ``ic_load_acquire`` & co.). Compute flat
+  offsets in ``ic_index``.
 - Parameters: pointers to ``ic_real``/integers, and scalars (``int``,
   ``ic_index``, ``ic_real``, ...); pass them from Python as C-contiguous arrays
   and fixed-width NumPy scalars (``np.int32``, ``INDEX_SCALARS[index]``,
@@ -33,15 +34,59 @@ Writing a kernel family (the portable CUDA subset)
 - Dynamic shared memory: ``IC_DYNAMIC_SHARED(ic_real, tile);`` in the kernel body
   (a 16-byte aligned ``ic_real* tile``), sized by the launch's ``shared_mem``.
   Static ``__shared__`` arrays in a kernel body work too.
-- Built-ins the emulator supports: ``threadIdx``/``blockIdx``/``blockDim``/``gridDim``,
-  ``__syncthreads``, ``__threadfence``, ``atomicAdd`` (int, unsigned, unsigned
-  long long, float, double), ``atomicSub``/``Exch``/``Min``/``Max``/``CAS`` on
-  integers, ``__ldg``, ``min``/``max``, ``<cmath>`` functions. No warp intrinsics,
-  cooperative groups, inline PTX or textures (see ``kernels/cuda_shim.h``).
-  ``__syncthreads()`` after some threads of the block returned is allowed
-  (returned threads leave the barrier, as on sm_70+).
+- Built-ins the emulator supports: see below and ``kernels/cuda_shim.h``. No
+  cooperative groups, ``__match_*``/``__reduce_*`` warp intrinsics, ``cp.async``,
+  inline PTX or textures. ``__syncthreads()`` after some threads of the block
+  returned is allowed (returned threads leave the barrier, as on sm_70+).
 - Check it: ``python -m invconv_cupy.check_kernels`` (NVRTC, no GPU needed) and
   the tests under ``backend="emulate"``.
+
+What the emulator gives kernel authors
+--------------------------------------
+The ``emulate`` backend (:mod:`invconv_cupy.emulator`) runs a kernel with CUDA's
+execution model, and turns what a GPU would leave undefined into errors
+(:class:`~invconv_cupy.emulator.EmulatedKernelError`, naming kernel, block,
+thread and source line):
+
+- **Warps**: 32 threads (linear thread index ``x + y*Dx + z*Dx*Dy``),
+  ``warpSize``; ``__shfl_sync``, ``__shfl_up_sync``, ``__shfl_down_sync``,
+  ``__shfl_xor_sync`` (any 4- or 8-byte type, ``width`` a power of two),
+  ``__ballot_sync``, ``__any_sync``, ``__all_sync``, ``__syncwarp``,
+  ``__activemask``, ``__popc``/``__ffs``/``__clz``/``__brev``. Errors: the calling
+  lane is not in its mask; the lanes one mask names call different intrinsics,
+  call sites or masks (``__syncwarp``: the same mask anywhere, as on sm_70+); a
+  lane a pending intrinsic waits for is in ``__syncthreads``. Exited lanes (and
+  the missing lanes of a partial warp) drop out of masks; reading one gives NaN
+  bits. ``__activemask()`` returns the lanes at that call once the others wait
+  elsewhere or exited.
+- **Blocks that run at once** (``concurrent_blocks``, default 4, the first wave
+  together): a persistent kernel may spin on other blocks' ready flags as long as
+  it claims work in dependency order (an ``atomicAdd`` counter), since it must make
+  progress with any number of resident blocks. Static ``__shared__`` is per block;
+  ``__syncthreads_count``/``_and``/``_or`` work.
+- **Memory order**: atomics (``atomicAdd``, ``Sub``, ``Exch``, ``Min``, ``Max``,
+  ``CAS``, ``And``, ``Or``, ``Xor``, ``Inc``, ``Dec``) are relaxed, as on a GPU.
+  Publish and wait on flags with ``common.cuh``'s ``ic_store_release(flag, v)``
+  / ``ic_load_acquire(flag)`` (or ``__threadfence()`` around
+  ``ic_store_relaxed``/``ic_load_relaxed``); under NVRTC they are volatile
+  accesses next to ``__threadfence()``, no inline PTX. Spin only through them:
+  the emulator sees the spin (the thread yields) and its watchdog stops a spin
+  that never ends; a raw ``volatile`` loop it can neither interleave nor stop.
+  After the acquire, read other blocks' data with plain or ``__ldcg`` loads,
+  never ``__ldg`` (the read-only path is not coherent within a launch).
+  ``cp.async`` is not emulated: plain coalesced loads into shared memory do.
+- **Checks**: misaligned typed accesses (a ``float4``/``double2`` or
+  ``alignas`` struct load through a reinterpreted pointer) are errors; a launch
+  whose blocks stop progressing is stopped by the watchdog with a report of where
+  each block's threads wait or spin; ``__trap()`` is an error.
+- **Finding races**: ``EmulatorDevice(race=True)`` (or
+  ``INVCONV_EMULATE_RACE=1``) switches threads at random at every built-in and
+  perturbs the timing between blocks, so a missing ``__syncthreads``,
+  ``__syncwarp`` or flag wait shows as wrong results (``tests/kernel_breaks.py``
+  switches each off in turn; ``tests/test_kernel_races.py`` is the catalogue).
+  A missing fence changes nothing on x86; ``sanitize="thread"`` reports it (and
+  every other unsynchronized access) as a ThreadSanitizer data race.
+  ``INVCONV_EMULATE_SEED`` replays a block's thread schedule.
 
 Writing a primitive
 -------------------

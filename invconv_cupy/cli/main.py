@@ -14,13 +14,9 @@ The program (the console script, ``python -m invconv_cupy.cli``) starts in
 from __future__ import annotations
 
 import argparse
-import sys
-import textwrap
-import warnings
 
-from . import messages
 from .device import DEVICES
-from .errors import CliError
+from .entry import OneLineParser, run_subcommand, wrap
 from .program import PROG
 
 _PSF_HELP = """\
@@ -33,26 +29,14 @@ exactly; 'fit' writes kernels in this convention.
 """
 
 
-def _wrap(text: str) -> str:
-    """A paragraph wrapped for help output (the raw formatter keeps the PSF convention's layout)."""
-    return textwrap.fill(text, 79)
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage errors are one-line :class:`CliError`."""
-
-    def error(self, message):
-        raise CliError(f"{message} (see {self.prog} --help)")
-
-
 _ORIENTATIONS = ("auto", "TL", "TR", "BL", "BR")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``invconv-deblur`` parser with its ``demo``, ``apply`` and ``fit`` subcommands."""
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
-        description=_wrap("Deblur images with the exact inverse of a causal convolution (invconv_cupy), "
+        description=wrap("Deblur images with the exact inverse of a causal convolution (invconv_cupy), "
         "or with Tikhonov-regularized least squares; learn causal blur kernels."),
         epilog=_PSF_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -62,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="blur scikit-image's camera picture, deblur it with every method, print a table, write a PNG",
-        description=_wrap("Blur scikit-image's built-in camera picture with a causal motion kernel, add a little "
+        description=wrap("Blur scikit-image's built-in camera picture with a causal motion kernel, add a little "
         "noise, deblur it with the exact inverse, tikhonov, and scikit-image's (unsupervised) Wiener and "
         "Richardson-Lucy; print PSNR, SSIM and seconds per method; write comparison.png, blurred.png and "
         "psf.npy (so 'apply blurred.png --psf psf.npy' repeats it)."),
@@ -76,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply = commands.add_parser(
         "apply",
         help="deblur images with a known PSF",
-        description=_wrap("Deblur images (PNG, JPEG, TIFF 8/16-bit grey or RGB, float TIFF, .npy float arrays "
+        description=wrap("Deblur images (PNG, JPEG, TIFF 8/16-bit grey or RGB, float TIFF, .npy float arrays "
         "(H, W) or (H, W, C)) with a known PSF. Colour channels are deblurred together as one batch. The "
         "output keeps the input's dtype (integer images clipped to their range; .npy stays float)."),
         epilog=_PSF_HELP,
@@ -117,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit = commands.add_parser(
         "fit",
         help="learn a causal kernel whose exact inverse maps BLURRED onto SHARP",
-        description=_wrap("Learn a causal blur kernel by L-BFGS-B (scipy.optimize) on "
+        description=wrap("Learn a causal blur kernel by L-BFGS-B (scipy.optimize) on "
         "0.5*mean((solve(blurred, w) - sharp)**2), with gradients from invconv_cupy.solve_vjp. The kernel is "
         "written as a PSF in the convention below ((2K-1) x (2K-1), nonzero in one quadrant), so "
         "'apply --psf kernel.npy --method exact' uses it."),
@@ -158,35 +142,4 @@ def main(argv=None) -> int:
     int
         0 on success, 2 for a user error (one line on stderr), 130 on Ctrl-C.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        code, verbose = _run(argv)
-    if verbose or code == 0:
-        for line in messages.warning_lines(caught, verbose):
-            print(f"{PROG}: {line}", file=sys.stderr)
-    return code
-
-
-def _run(argv) -> tuple[int, bool]:
-    """Parse and run a command; return the exit code and whether ``-v`` was given."""
-    verbose = False
-    try:
-        args = build_parser().parse_args(argv)
-        verbose = args.verbose
-        if args.command == "demo":
-            from .demo import run
-        elif args.command == "apply":
-            from .apply import run
-        else:
-            from .fit import run
-        run(args)
-    except CliError as exc:
-        message = str(exc).replace("\n", " ")
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2, verbose
-    except MemoryError as exc:
-        print(f"{PROG}: error: {messages.out_of_memory(exc)}", file=sys.stderr)
-        return 2, verbose
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130, verbose
-    return 0, verbose
+    return run_subcommand(PROG, argv, build_parser, __package__)

@@ -6,12 +6,14 @@ import warnings
 
 #: The longest warning text quoted in the one-line summary.
 _QUOTE = 120
+#: What ``invconv-deblur`` suggests when memory runs out.
+MEMORY_HINT = "try a smaller image or PSF"
 
 
-def out_of_memory(exc: MemoryError) -> str:
-    """What ran out, from a ``MemoryError`` (NumPy's and CuPy's say how much was asked for)."""
+def out_of_memory(exc: Exception, hint: str = MEMORY_HINT) -> str:
+    """What ran out, from a ``MemoryError`` (NumPy's and CuPy's say how much was asked for), and ``hint``."""
     detail = " ".join(str(exc).split()) or "an allocation failed (its size was not reported)"
-    return f"out of memory: {detail}; try a smaller image or PSF"
+    return f"out of memory: {detail}; {hint}"
 
 
 def _describe(w: warnings.WarningMessage) -> str:

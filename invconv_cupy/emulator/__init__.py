@@ -2,21 +2,52 @@
 
 :class:`EmulatorDevice` is the ``emulate`` backend's device (see
 :mod:`invconv_cupy.backends.kernel_launch` for the device interface). It runs
-the real kernel text: blocks one at a time in a shuffled order, the threads of
-a block as concurrent OS threads with a real ``__syncthreads()`` barrier
-(``kernels/cuda_shim.h``). It refuses what a GPU refuses: too many threads per
-block, a grid or block dimension out of range, more dynamic shared memory than
-the function's ``max_dynamic_shared_size_bytes`` (48 KiB unless raised, at most
-the device's opt-in limit). It is stricter than CuPy where CuPy would silently
-compute garbage: arguments must match the kernel's parameter types (NumPy
-fixed-width scalars, C-contiguous arrays of the pointee's item size), and fresh
-outputs from :meth:`EmulatorDevice.empty` are filled with NaN so an element no
-kernel writes shows up.
+the real kernel text with CUDA's execution model (``kernels/cuda_shim.h``):
 
-Environment: ``INVCONV_EMULATE_SANITIZE=address`` builds every kernel with
-AddressSanitizer (start Python with ``LD_PRELOAD=$(g++ -print-file-name=libasan.so)``
-and ``ASAN_OPTIONS=detect_leaks=0``); ``INVCONV_EMULATE_SEED`` fixes the block
-order.
+- **Blocks run concurrently**, ``concurrent_blocks`` at a time (worker OS
+  threads, default 4; the first wave starts together), taken in a shuffled
+  order, so blocks may wait on each other's flags as long as the kernel makes
+  progress with any number of resident blocks, as CUDA requires. Static
+  ``__shared__`` arrays are per block; dynamic shared memory is filled with
+  0xFF bytes (NaN) before every block.
+- **Threads are fibers** of their block's worker: a thread runs until a
+  built-in waits (a barrier, a warp intrinsic, a spinning flag load), then a
+  random waiting-free thread of the block runs (the seed fixes every block's
+  schedule). ``__syncthreads()`` is a real barrier (threads that returned
+  leave it).
+- **Warps** of 32 threads with ``__shfl*_sync``, ``__ballot_sync``,
+  ``__any_sync``/``__all_sync``, ``__syncwarp`` and ``__activemask``. Using
+  them against CUDA's rules is an error: a calling lane outside its mask,
+  lanes of one mask at different intrinsics, call sites or masks, a named lane
+  waiting in ``__syncthreads``. A lane that reads a lane not taking part gets
+  NaN bits (undefined on a GPU).
+- **Memory order** as on a GPU: relaxed atomics, ``__threadfence()``, and the
+  flag accesses ``ic_load_acquire``/``ic_store_release`` (``common.cuh``).
+- **Checks**: every typed access is checked for alignment (a misaligned
+  ``float4``/``double2`` load is an error), and a **watchdog** stops a launch in
+  which no block progresses for ``watchdog`` seconds while all wait or spin in
+  built-ins, reporting where every block's threads are.
+- **Race mode** (``race=True``): threads also switch at random at every
+  built-in, and workers yield their core and sleep at random, so a missing
+  barrier, warp sync or flag wait gives wrong results. A missing fence changes
+  nothing on an x86 CPU; ``sanitize="thread"`` (ThreadSanitizer) reports it,
+  and any other race, as a data race whatever the timing.
+
+A fault in a kernel raises :class:`EmulatedKernelError` naming the kernel, block,
+thread and source line. Launches a GPU refuses raise :class:`EmulatedLaunchError`:
+too many threads per block, a grid or block dimension out of range, more dynamic
+shared memory than the function's ``max_dynamic_shared_size_bytes`` (48 KiB unless
+raised, at most the device's opt-in limit). It is stricter than CuPy where CuPy
+would silently compute garbage: arguments must match the kernel's parameter types
+(NumPy fixed-width scalars, C-contiguous arrays of the pointee's item size), and
+fresh outputs from :meth:`EmulatorDevice.empty` are filled with NaN so an element
+no kernel writes shows up.
+
+Environment (defaults for :class:`EmulatorDevice`): ``INVCONV_EMULATE_SANITIZE``
+(``address`` or ``thread``: start Python with ``LD_PRELOAD`` of the runtime,
+:func:`sanitizer_runtime`, and for AddressSanitizer ``ASAN_OPTIONS=detect_leaks=0``),
+``INVCONV_EMULATE_SEED``, ``INVCONV_EMULATE_RACE=1``, ``INVCONV_EMULATE_BLOCKS``,
+``INVCONV_EMULATE_WATCHDOG`` (seconds).
 """
 
 from __future__ import annotations
@@ -28,19 +59,28 @@ import threading
 import numpy as np
 
 from .. import kernel_source
-from .build import KernelCompileError, asan_runtime, build, cache_dir, emulator_source
-from .environment import sanitize_from_env, seed_from_env
+from .build import KernelCompileError, asan_runtime, build, cache_dir, emulator_source, sanitizer_runtime
+from .environment import (blocks_from_env, checked_blocks, checked_race, checked_sanitize, checked_seed,
+                          checked_watchdog, race_from_env, sanitize_from_env, seed_from_env, watchdog_from_env)
 
-__all__ = ["EmulatorDevice", "EmulatedFunction", "EmulatedLaunchError", "KernelCompileError", "asan_runtime",
-           "cache_dir"]
+__all__ = ["EmulatorDevice", "EmulatedFunction", "EmulatedLaunchError", "EmulatedKernelError", "KernelCompileError",
+           "asan_runtime", "sanitizer_runtime", "cache_dir"]
 
-# One launch at a time per process: static __shared__ arrays are per-block storage
-# only because blocks never run side by side.
+# Launches run one at a time per process, in call order (like kernels on one stream);
+# running several at once would only share the same cores.
 _LAUNCH_LOCK = threading.Lock()
+_RACE_MODE = 1                # Launch::flags bit 0 in cuda_shim.h
+_ERROR_BYTES = 16384
 
 
 class EmulatedLaunchError(RuntimeError):
     """A launch the GPU would refuse (``CUDA_ERROR_INVALID_VALUE`` on a device)."""
+
+
+class EmulatedKernelError(RuntimeError):
+    """A kernel fault caught while it ran: a misaligned access, a warp intrinsic used against
+    its rules, a deadlock, ``__trap()``, or a block that stopped progressing (the watchdog).
+    On a GPU these fault, hang or silently compute garbage."""
 
 
 class EmulatedFunction:
@@ -54,8 +94,8 @@ class EmulatedFunction:
     def __init__(self, device, library, name):
         self._device = device
         self._launch = getattr(library, f"ic_launch_{name}")
-        self._launch.restype = None
-        self._launch.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
+        self._launch.restype = ctypes.c_int
+        self._launch.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t)
         signature = getattr(library, f"ic_signature_{name}")
         signature.restype = ctypes.c_char_p
         self.signature = tuple(signature().decode().split(",")) if signature() else ()
@@ -124,10 +164,15 @@ class EmulatedFunction:
     def __call__(self, grid, block, args, shared_mem=0):
         grid, block = self._check_geometry(grid, block, int(shared_mem))
         params, holders = self._pack(tuple(args))  # noqa: F841
-        seed = self._device.seed if self._device.seed is not None else int.from_bytes(os.urandom(8), "little")
-        geometry = (ctypes.c_uint64 * 8)(*grid, *block, int(shared_mem), seed)
+        device = self._device
+        seed = device.seed if device.seed is not None else int.from_bytes(os.urandom(8), "little")
+        settings = (_RACE_MODE if device.race else 0, device.concurrent_blocks, round(device.watchdog * 1000))
+        launch = (ctypes.c_uint64 * 11)(*grid, *block, int(shared_mem), seed, *settings)
+        error = ctypes.create_string_buffer(_ERROR_BYTES)
         with _LAUNCH_LOCK:
-            self._launch(geometry, params)   # `holders` keeps the argument values alive until here
+            failed = self._launch(launch, params, error, _ERROR_BYTES)  # `holders` keeps the arguments alive
+        if failed:
+            raise EmulatedKernelError(error.value.decode(errors="replace"))
 
 
 def _dims(what, dims):
@@ -154,25 +199,44 @@ class EmulatorDevice:
     transform : callable, optional
         ``transform(family, source) -> source`` applied to each family's source
         before compiling (tests use it to run deliberately broken kernels).
-    sanitize : {None, "address"}
-        Build with AddressSanitizer; default from ``$INVCONV_EMULATE_SANITIZE``.
+    sanitize : {None, "address", "thread"}
+        Build with AddressSanitizer or ThreadSanitizer (start Python with the
+        runtime in ``LD_PRELOAD``, see :func:`sanitizer_runtime`); default from
+        ``$INVCONV_EMULATE_SANITIZE``.
     seed : int, optional
-        Fixes the block order; default from ``$INVCONV_EMULATE_SEED``, else random per launch.
+        Fixes the block order and every block's thread schedule; default from
+        ``$INVCONV_EMULATE_SEED``, else random per launch.
+    race : bool, optional
+        Race mode: threads also switch at random at every built-in call and workers
+        sleep at random, to expose missing barriers, warp syncs and flag waits;
+        default from ``$INVCONV_EMULATE_RACE`` (``1``), else off.
+    concurrent_blocks : int, optional
+        Blocks running at once (worker OS threads); default from
+        ``$INVCONV_EMULATE_BLOCKS``, else 4.
+    watchdog : float, optional
+        Seconds without progress in any block (while all wait or spin in built-ins)
+        after which a launch stops with :class:`EmulatedKernelError`; default from
+        ``$INVCONV_EMULATE_WATCHDOG``, else 20.
     """
 
     name = "emulate"
     xp = np
 
     def __init__(self, *, max_threads_per_block=1024, max_shared_memory_per_block=48 * 1024,
-                 max_shared_memory_per_block_optin=227 * 1024, transform=None, sanitize=None, seed=None):
+                 max_shared_memory_per_block_optin=227 * 1024, transform=None, sanitize=None, seed=None,
+                 race=None, concurrent_blocks=None, watchdog=None):
         self.max_threads_per_block = max_threads_per_block
         self.max_shared_memory_per_block = max_shared_memory_per_block
         self.max_shared_memory_per_block_optin = max_shared_memory_per_block_optin
         #: use the 64-bit index variants whatever the sizes (tests of the int64 path)
         self.index64 = False
         self.transform = transform
-        self.sanitize = sanitize if sanitize is not None else sanitize_from_env()
-        self.seed = seed if seed is not None else seed_from_env()
+        self.sanitize = checked_sanitize("sanitize", sanitize) if sanitize is not None else sanitize_from_env()
+        self.seed = checked_seed("seed", seed) if seed is not None else seed_from_env()
+        self.race = checked_race("race", race) if race is not None else race_from_env()
+        self.concurrent_blocks = (checked_blocks("concurrent_blocks", concurrent_blocks)
+                                  if concurrent_blocks is not None else blocks_from_env())
+        self.watchdog = checked_watchdog("watchdog", watchdog) if watchdog is not None else watchdog_from_env()
         self._libraries = {}
         self._functions = {}
 
@@ -189,7 +253,15 @@ class EmulatorDevice:
                 text = self.transform(family, text)
             entries = kernel_source.find_entry_points(text)
             path = build(emulator_source(text, entries), self.sanitize)
-            self._libraries[key] = ctypes.CDLL(str(path)), entries
+            try:
+                library = ctypes.CDLL(str(path))
+            except OSError as exc:
+                if self.sanitize is None:
+                    raise
+                raise KernelCompileError(
+                    f"a kernel built with sanitize={self.sanitize!r} loads only into a process started with "
+                    f"LD_PRELOAD={sanitizer_runtime(self.sanitize)} ({exc})") from exc
+            self._libraries[key] = library, entries
         return self._libraries[key]
 
     def function(self, family, entry, dtype, index):

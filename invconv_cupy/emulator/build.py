@@ -16,9 +16,11 @@ compiler's version, ``digest`` is the start of the library's own SHA-256.
   process compile into a private temporary folder instead, removed at exit,
   with one :class:`KernelCacheWarning`.
 
-``$CXX`` names the compiler (default ``g++``). ``sanitize="address"`` adds
-AddressSanitizer; such a library loads only into a process started with
-``LD_PRELOAD`` of the compiler's ``libasan.so`` (see :func:`asan_runtime`).
+``$CXX`` names the compiler (default ``g++``). Every library checks the
+alignment of typed accesses (``-fsanitize=alignment``; the shim's handler turns
+a report into a launch error). ``sanitize="address"`` adds AddressSanitizer,
+``sanitize="thread"`` ThreadSanitizer; such a library loads only into a process
+started with ``LD_PRELOAD`` of the compiler's runtime (see :func:`sanitizer_runtime`).
 """
 
 from __future__ import annotations
@@ -39,8 +41,11 @@ from pathlib import Path
 
 from .. import kernel_source
 
-FLAGS = ("-std=c++20", "-O1", "-fPIC", "-shared", "-pthread")
-SANITIZE_FLAGS = {"address": ("-fsanitize=address", "-fno-omit-frame-pointer", "-g")}
+FLAGS = ("-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fsanitize=alignment",
+         "-fno-sanitize-recover=alignment")
+SANITIZE_FLAGS = {"address": ("-fsanitize=address", "-fno-omit-frame-pointer", "-g"),
+                  "thread": ("-fsanitize=thread", "-fno-omit-frame-pointer", "-g")}
+_RUNTIMES = {"address": "libasan.so", "thread": "libtsan.so"}
 #: A ``.build-*`` folder untouched for this long belongs to a compile that was killed.
 STALE_BUILD_SECONDS = 3600
 _DIGEST_CHARS = 16
@@ -90,10 +95,16 @@ def _compiler_version(cxx: str) -> str:
     return out.stdout
 
 
+def sanitizer_runtime(sanitize: str) -> str:
+    """Path of the compiler's runtime for ``sanitize`` (``"address"`` or ``"thread"``), for ``LD_PRELOAD``."""
+    out = subprocess.run([compiler(), f"-print-file-name={_RUNTIMES[sanitize]}"], capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip()
+
+
 def asan_runtime() -> str:
     """Path of the compiler's AddressSanitizer runtime, for ``LD_PRELOAD``."""
-    out = subprocess.run([compiler(), "-print-file-name=libasan.so"], capture_output=True, text=True, check=True)
-    return out.stdout.strip()
+    return sanitizer_runtime("address")
 
 
 def emulator_source(family_source: str, entries) -> str:

@@ -1,0 +1,186 @@
+"""Removing any one barrier, warp sync or flag wait is caught; a removed fence is caught by ThreadSanitizer.
+
+Every synchronization site of ``kernels/solve.cu``, ``kernels/conv.cu`` and of the test kernels
+(``tests/emulator_kernels.cu``) is switched off in turn (``kernel_breaks``: one build
+serves all cases), and the kernel runs in race mode (threads switch at random at every
+built-in, workers yield and sleep at random) until a result is wrong, NaN, or the
+emulator reports an error. Fences change nothing on an x86 CPU (its stores are never
+reordered), so they are caught by ThreadSanitizer instead: under it the emulator's only
+happens-before edges are barriers, warp intrinsics and fences as C++ defines them.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import emulator_kernels
+from conftest import make_weight
+from invconv_cupy import kernel_source
+from invconv_cupy.backends import kernel_solve
+from invconv_cupy.emulator import EmulatedKernelError, EmulatorDevice, sanitizer_runtime
+from invconv_cupy.orientation import parse_orientation
+from kernel_breaks import VARIABLE, sites, switchable
+from oracle import Dense
+from solve_paths import limits_for
+from test_kernel_harness import run_conv_case
+
+TRIES = 4
+SOLVE_SITES = sites(kernel_source.read("solve.cu"), "solve.cu")
+CONV_SITES = sites(kernel_source.read("conv.cu"), "conv.cu")
+# the harness case (test_kernel_harness) that runs each conv.cu entry point with several threads per step
+CONV_CASES = {"conv_apply_tiled": "conv_tiles", "conv_weight_grad_partial": "weight_grad_tiles",
+              "conv_weight_grad_finish": "weight_grad_lanes"}
+TEST_SITES = sites(emulator_kernels.SOURCE, "emulator_kernels.cu")
+
+
+def _switchable_in(family):
+    """A transform that makes ``kernels/<family>.cu``'s sites switchable."""
+    text = kernel_source.read(f"{family}.cu")
+    return lambda name, source: source.replace(text, switchable(text)) if name == family else source
+
+
+def _solve_devices(race=True, sanitize=None):
+    """Emulated devices that force the single launch with matrices in global memory (so
+    ``solve_prepare`` runs) and the tiled path (blocks prepare their own matrices)."""
+    devices = []
+    for path in ("single_global", "tiled"):
+        limit, max_tile, _ = limits_for(path, (2, 3, 5, 6), (2, 3), 8, max_threads=64)
+        devices.append((EmulatorDevice(max_threads_per_block=64, max_shared_memory_per_block_optin=limit,
+                                       transform=_switchable_in("solve"), race=race, sanitize=sanitize), max_tile))
+    return devices
+
+
+def _solve_runs(devices, rng):
+    """(result, dense answer) of a solve on each device, fresh inputs."""
+    w = make_weight(rng, 3, 2, 3, "TR")
+    y = rng.standard_normal((2, 3, 5, 6))
+    want = Dense(w, 5, 6, "TR").solve(y)
+    return [(kernel_solve.solve(device, y, w, parse_orientation("TR"), max_tile=max_tile), want)
+            for device, max_tile in devices]
+
+
+def _test_kernel_runs(functions, kernel, rng):
+    """(result, answer) pairs of the test kernel that holds a site."""
+    if kernel == "emu_wavefront":
+        return [emulator_kernels.run_wavefront(functions, rng, 8, 8, 2, 16, 8),
+                emulator_kernels.run_wavefront(functions, rng, 13, 11, 3, 6, 8)]
+    assert kernel == "emu_shuffles", kernel
+    x = rng.standard_normal(128)
+    out = np.full((10, 128), np.nan)
+    functions("emu_shuffles")((2,), (64,), (x, out, np.zeros((7, 128), np.uint32), np.zeros(128, np.int32),
+                                            np.zeros(128, np.uint64)), shared_mem=64 * 8)
+    return [(out[9], x.reshape(-1, 2)[:, ::-1].ravel())]   # the __syncwarp exchange: lane ^ 1
+
+
+def _wrong(runs):
+    return any(got.shape != want.shape or not np.allclose(got, want, rtol=0, atol=1e-9) for got, want in runs)
+
+
+def _caught(run):
+    """Whether some of TRIES runs gives a wrong result or an emulator error."""
+    for _ in range(TRIES):
+        try:
+            if _wrong(run()):
+                return True
+        except EmulatedKernelError:
+            return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def solve_devices():
+    return _solve_devices()
+
+
+@pytest.fixture(scope="module")
+def test_functions():
+    return emulator_kernels.emulator(switchable(emulator_kernels.SOURCE), race=True, concurrent_blocks=8,
+                                     watchdog=2.0)
+
+
+def test_every_site_is_listed():
+    """The catalogue follows the sources: solve.cu v1 has 8 barriers, conv.cu 5; the test
+    kernels have barriers, a warp sync, a fence and flag waits."""
+    assert [s.pattern for s in SOLVE_SITES] == ["__syncthreads();"] * 8
+    assert [s.pattern for s in CONV_SITES] == ["__syncthreads();"] * 5
+    assert {s.kernel for s in CONV_SITES} <= set(CONV_CASES)
+    assert {s.pattern for s in TEST_SITES} == {"__syncthreads();", "__syncwarp();", "__threadfence();",
+                                               "while (!ic_load_acquire("}
+
+
+@pytest.mark.parametrize("site", [s for s in SOLVE_SITES if s.pattern != "__threadfence();"], ids=lambda s: s.id)
+def test_removing_a_synchronization_from_solve_is_caught(solve_devices, rng, monkeypatch, site):
+    monkeypatch.setenv(VARIABLE, "-1")
+    assert not _wrong(_solve_runs(solve_devices, rng)), "the unbroken kernel is wrong"
+    monkeypatch.setenv(VARIABLE, str(site.index))
+    assert _caught(lambda: _solve_runs(solve_devices, rng)), f"removing {site.id} went unnoticed"
+
+
+@pytest.mark.parametrize("site", CONV_SITES, ids=lambda s: s.id)
+def test_removing_a_synchronization_from_conv_is_caught(rng, monkeypatch, site):
+    device = EmulatorDevice(transform=_switchable_in("conv"), race=True)
+    monkeypatch.setenv(VARIABLE, "-1")
+    assert not _wrong([run_conv_case(device, CONV_CASES[site.kernel], rng)]), "the unbroken kernel is wrong"
+    monkeypatch.setenv(VARIABLE, str(site.index))
+    assert _caught(lambda: [run_conv_case(device, CONV_CASES[site.kernel], rng)]), f"removing {site.id} went unnoticed"
+
+
+# (emu_static_shared's first barrier only makes that test stricter; removing it changes no result)
+RACE_SITES = [s for s in TEST_SITES
+              if s.pattern != "__threadfence();" and s.kernel in ("emu_wavefront", "emu_shuffles")]
+
+
+@pytest.mark.parametrize("site", RACE_SITES, ids=lambda s: f"{s.kernel} {s.id}")
+def test_removing_a_synchronization_from_a_test_kernel_is_caught(test_functions, rng, monkeypatch, site):
+    monkeypatch.setenv(VARIABLE, "-1")
+    assert not _wrong(_test_kernel_runs(test_functions, site.kernel, rng)), "the unbroken kernel is wrong"
+    monkeypatch.setenv(VARIABLE, str(site.index))
+    assert _caught(lambda: _test_kernel_runs(test_functions, site.kernel, rng)), f"removing {site.id} went unnoticed"
+
+
+_TSAN_PROBE = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    sys.path[:0] = [os.getcwd()]
+    import emulator_kernels, test_kernel_races as races
+    from kernel_breaks import switchable
+    rng = np.random.default_rng(int(sys.argv[1]))
+    functions = emulator_kernels.emulator(switchable(emulator_kernels.SOURCE), race=True, concurrent_blocks=8,
+                                          sanitize="thread")
+    solve_devices = races._solve_devices(sanitize="thread")
+    for case in sys.argv[2:]:
+        os.environ["IC_TEST_SKIP"] = case.split(":")[1]
+        print(f"=== case {case}", file=sys.stderr, flush=True)
+        kernel = case.split(":")[0]
+        runs = races._solve_runs(solve_devices, rng) if kernel == "solve" else \\
+            races._test_kernel_runs(functions, kernel, rng)
+        print(f"=== end {case} wrong={races._wrong(runs)}", file=sys.stderr, flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_thread_sanitizer_reports_a_removed_fence_and_nothing_else():
+    """Clean kernels (the test kernels, solve.cu) give no report; each fence removed gives a data race."""
+    runtime = sanitizer_runtime("thread")
+    if not os.path.isabs(runtime) or not os.path.exists(runtime):
+        pytest.skip("the compiler has no ThreadSanitizer runtime")
+    fences = [s for s in SOLVE_SITES + TEST_SITES if s.pattern == "__threadfence();"]
+    assert fences
+    clean = ["emu_wavefront:-1", "emu_shuffles:-1", "solve:-1"]
+    cases = clean + [f"{'solve' if s.file == 'solve.cu' else s.kernel}:{s.index}" for s in fences]
+    env = dict(os.environ, LD_PRELOAD=runtime, TSAN_OPTIONS="suppress_equal_stacks=0 exitcode=0")
+    out = subprocess.run([sys.executable, "-c", _TSAN_PROBE, str(np.random.SeedSequence().entropy % 2**32), *cases],
+                         env=env, capture_output=True, text=True, cwd=os.path.dirname(__file__))
+    assert out.returncode == 0, out.stderr[-3000:]
+    for case in cases:
+        start, end = out.stderr.find(f"=== case {case}\n"), out.stderr.find(f"=== end {case} ")
+        assert 0 <= start < end, out.stderr[-3000:]
+        report = out.stderr[start:end]
+        if case in clean:
+            assert "ThreadSanitizer" not in report, report[:3000]
+        else:
+            assert "WARNING: ThreadSanitizer: data race" in report and ".cu:" in report, f"{case}: {report[:3000]}"
