@@ -1295,12 +1295,25 @@ inline void model_fence(Block* b, Fiber* f, bool device)
 #endif
 }
 
+// Runs a memory access with its model update (model_load, model_store) as one step, so a
+// load that reads a store's value also collects what that store published: were the two
+// apart, a load could see the flag before the store had published its fence's snapshot.
+template <class F> inline auto modelled(Block* b, F&& access)
+{
+#ifdef __SANITIZE_THREAD__
+    Quiet quiet;
+    std::lock_guard<std::mutex> lock(b->grid->fences.mutex);
+#else
+    (void)b;
+#endif
+    return access();
+}
+
+// Called inside modelled().
 inline void model_load(Block* b, Fiber* f, const void* p)
 {
 #ifdef __SANITIZE_THREAD__
     FenceModel& m = b->grid->fences;
-    Quiet quiet;
-    std::lock_guard<std::mutex> lock(m.mutex);
     const auto found = m.at.find(p);
     if (found == m.at.end()) return;
     for (const Published& q : found->second)
@@ -1311,13 +1324,12 @@ inline void model_load(Block* b, Fiber* f, const void* p)
 #endif
 }
 
-// A store replaces what the address carries; a read-modify-write adds to it (a release sequence).
+// A store replaces what the address carries; a read-modify-write adds to it (a release
+// sequence). Called inside modelled().
 inline void model_store(Block* b, Fiber* f, const void* p, bool rmw)
 {
 #ifdef __SANITIZE_THREAD__
     FenceModel& m = b->grid->fences;
-    Quiet quiet;
-    std::lock_guard<std::mutex> lock(m.mutex);
     std::vector<Published>& list = m.at[p];
     if (!rmw) list.clear();
     for (Snapshot* snapshot : {&f->block_fence, &f->device_fence}) {
@@ -1370,11 +1382,14 @@ IC_EMU_BUILTIN T atomic(Rmw rmw, const char* what, T* p, T v, T compare, const s
         return old;
     };
     std::atomic_ref<T> r(*p);
-    model_load(c.b, c.f, p);
-    T old = r.load(std::memory_order_relaxed);
-    T next = update(old);
-    while (!r.compare_exchange_weak(old, next, std::memory_order_relaxed)) next = update(old);
-    model_store(c.b, c.f, p, true);
+    T old{}, next{};
+    modelled(c.b, [&] {
+        model_load(c.b, c.f, p);
+        old = r.load(std::memory_order_relaxed);
+        next = update(old);
+        while (!r.compare_exchange_weak(old, next, std::memory_order_relaxed)) next = update(old);
+        model_store(c.b, c.f, p, true);
+    });
     if (std::memcmp(&old, &next, sizeof(T)) != 0) c.b->note_write(c.f);
     else c.b->note_load(c.f, s);
     return old;
@@ -1384,8 +1399,11 @@ template <class T> IC_EMU_BUILTIN T load(const char* what, const T* p, bool acqu
 {
     const Site s = site(what, loc);
     Call c(s);
-    const T v = std::atomic_ref<T>(*const_cast<T*>(p)).load(std::memory_order_relaxed);
-    model_load(c.b, c.f, p);
+    const T v = modelled(c.b, [&] {
+        const T loaded = std::atomic_ref<T>(*const_cast<T*>(p)).load(std::memory_order_relaxed);
+        model_load(c.b, c.f, p);
+        return loaded;
+    });
     if (acquire) {
         model_fence(c.b, c.f, true);
         hardware_fence();
@@ -1402,8 +1420,10 @@ IC_EMU_BUILTIN void store(const char* what, T* p, T v, bool release, const std::
         model_fence(c.b, c.f, true);
         hardware_fence();
     }
-    std::atomic_ref<T>(*p).store(v, std::memory_order_relaxed);
-    model_store(c.b, c.f, p, false);
+    modelled(c.b, [&] {
+        std::atomic_ref<T>(*p).store(v, std::memory_order_relaxed);
+        model_store(c.b, c.f, p, false);
+    });
     c.b->note_write(c.f);
 }
 

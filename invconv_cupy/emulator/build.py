@@ -216,7 +216,11 @@ def _file_size_note() -> str:
 def _compile(cxx: str, flags, text: str, tmp: Path) -> Path:
     src, lib = tmp / "kernel.cpp", tmp / "kernel.so"
     src.write_text(text, encoding="utf-8")
-    result = subprocess.run([cxx, *flags, "-o", str(lib), str(src)], capture_output=True, text=True)
+    # compiled inside the private build folder by relative names, and its path mapped away in debug
+    # info: the same source gives the same bytes in any folder (the shim records source locations),
+    # so concurrent builds agree on the library's checksum
+    result = subprocess.run([cxx, *flags, f"-ffile-prefix-map={tmp}=.", "-o", lib.name, src.name],
+                            capture_output=True, text=True, cwd=tmp)
     if result.returncode < 0:
         raise KernelCompileError(
             f"$CXX ({cxx}) was killed by {signal.Signals(-result.returncode).name} while compiling a kernel"
