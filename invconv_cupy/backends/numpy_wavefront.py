@@ -11,12 +11,14 @@ diagonals of zero padding in front, ``R = H+PH-1``): channel ``c`` of pixel
 ``(i+PH-1)*B + b``. A diagonal's channel is one contiguous run of a row, and
 the taps ``(p, q)`` of one row shift ``p`` read ``PW*C`` consecutive rows of one
 column range: an ordinary strided matrix. A step is then one batched matrix
-product over ``p`` on a view of the store (no gathers) and ``PH - 1`` additions.
+product over ``p`` on a view of the store (no gathers) and the sum of its ``PH``
+terms.
 
 A :class:`Wavefront` holds the store and every step's views for one problem
-shape; :func:`wavefront` keeps the last few per thread, so a repeated solve
-(training: the same shapes every step) builds nothing and zeroes nothing: only
-the image's own positions are ever written, and the padding stays zero.
+shape; :func:`wavefront` keeps the most recently used ones per thread, up to
+:data:`CACHE_BYTES` (0 keeps none), so a repeated solve (training: the same
+shapes every step) builds nothing and zeroes nothing: only the image's own
+positions are ever written, and the padding stays zero.
 """
 
 from __future__ import annotations
@@ -42,12 +44,12 @@ def tap_blocks(w, reach, dtype, transpose: bool = False):
     triangle (the upper one is never read). With ``transpose`` the taps are
     channel-transposed and ``A^-T`` replaces ``A^-1``: the blocks of ``T^T`` in
     the frame where its solve runs from the top-left corner. A zero on ``A``'s
-    diagonal gives inf/nan blocks, not an error (the API checks unless told not to).
+    diagonal gives NaN blocks, not an error (the API checks unless told not to).
     """
     C, _, KH, KW = w.shape
     PH, PW = reach
     # LAPACK's triangular inverse reads the lower triangle only; the upper one keeps A's.
-    # (Not a triangular solve: OpenBLAS's trsm runs threads even at this size, 100x
+    # (Not a triangular solve: OpenBLAS's trsm runs threads even at this size, 50x-70x
     # slower on a busy machine.)
     inverse, info = dtrtri(w[:, :, -1, -1], lower=1)
     if info > 0:  # a zero on the diagonal: no inverse
@@ -68,7 +70,9 @@ def tap_blocks(w, reach, dtype, transpose: bool = False):
 
 @functools.cache
 def _negated_lower_mask(n):
-    return -np.tri(n)
+    mask = -np.tri(n)
+    mask.setflags(write=False)  # shared by every call
+    return mask
 
 
 class Wavefront:
@@ -92,9 +96,8 @@ class Wavefront:
         #: the image inside the store, (H, W, B, C)
         self.pixels = np.ndarray((H, W, B, C), dtype, self.store, (C * DP * L + (PH - 1) * B) * item,
                                  ((C * L + B) * item, C * L * item, item, L * item))
-        self._staging = _staging_order(shape, item)
-        if self._staging is not None:
-            self._staging = np.empty([shape[axis] for axis in self._staging], dtype), self._staging
+        order = _staging_order(shape, item)
+        self._staging = None if order is None else (np.empty([shape[axis] for axis in order], dtype), order)
         products = np.empty(PH * C * min(H, W) * B, dtype)
         self.steps = []
         for d in range(H + W - 1):
@@ -105,7 +108,7 @@ class Wavefront:
             sources = np.ndarray((PH, PW * C, n), dtype, self.store, (C * (d + DP - PW + 1) * L + col) * item,
                                  (-(C * L + B) * item, L * item, item))
             target = self.store[C * (d + DP) : C * (d + DP + 1), col : col + n]
-            if PH == 1:  # the product is x (numpy buffers it: the anchor reads these rows' y)
+            if PH == 1:  # the product is x (numpy's matmul buffers an output that overlaps its input)
                 self.steps.append((sources, target[np.newaxis], ()))
                 continue
             terms = products[: PH * C * n].reshape(PH, C, n)
@@ -156,7 +159,7 @@ def _staging_order(shape, itemsize):
     A direct copy runs over images innermost (the store's contiguous axis) and
     reads ``y`` with strides of ``C*H*W`` items (and ``H*W`` between channels).
     When those are multiples of 4 KiB, the lines read for one pixel collide in
-    the cache; with more than 32 of them the copy thrashes (3x slower at
+    the cache; with more than 32 of them the copy thrashes (2x-3x slower at
     64 x 16 x 8 x 8 and 100 x 12 x 32 x 32 on a 2-core AMD EPYC VM). Then ``y``
     goes through a staging buffer: the first copy moves whole image rows, the
     second reads it with a short stride: ``(C, B, H, W)`` when the channel
