@@ -28,6 +28,11 @@ def fft_module(compute: Compute):
     return scipy.fft if compute.name == "cpu" else importlib.import_module("cupyx.scipy.fft")
 
 
+def fast_grid(shape) -> tuple[int, ...]:
+    """The least sizes at least ``shape`` that real FFTs are fast at (no large prime factors)."""
+    return tuple(scipy.fft.next_fast_len(int(n), real=True) for n in shape)
+
+
 class ObservedBlur:
     """``M (psf * x)`` for ``x`` of shape ``(B, Hu, Wu)``, its transpose and the normal matrix's data term.
 
@@ -47,7 +52,7 @@ class ObservedBlur:
         self._fft = fft_module(compute)
         self._unknowns = (slice(0, unknowns[0]), slice(0, unknowns[1]))
         self._frame = frame
-        self._grid = tuple(scipy.fft.next_fast_len(n + k - 1, real=True) for n, k in zip(unknowns, psf.shape))
+        self._grid = fast_grid(n + k - 1 for n, k in zip(unknowns, psf.shape))
         self._transfer = self._fft.rfft2(compute.to_device(psf_grid(psf, self._grid)))
 
     def _convolve(self, x, transpose: bool = False):

@@ -28,7 +28,7 @@ import numpy as np
 import invconv_cupy as ic
 
 from .device import Compute
-from .blur import ObservedBlur, fft_module
+from .blur import ObservedBlur, fast_grid, fft_module
 from .noise import blur_symbol, gradient_symbol
 from .psf import CausalKernel, crop_to_support
 
@@ -113,6 +113,9 @@ def _preconditioner(kind: str, psf: np.ndarray, lam: float, kernel: CausalKernel
 
     - ``"fourier"``: the inverse of the normal matrix's periodic (circulant)
       approximation, ``F^-1 diag(1 / (|K|^2 + lam |D|^2)) F``: two real FFTs, any PSF.
+      They run on the grid zero-padded to sizes FFTs are fast at (``C F^-1 D F C^T``
+      with ``C`` the crop stays symmetric positive definite): an image side with a
+      large prime factor (2008 = 8 x 251) made them 3.5 times slower.
     - ``"causal"``: ``(K^T K)^-1 = K^-1 K^-T``, two causal solves with ``kernel``
       (exact for the zero boundary and ``lam = 0``).
     """
@@ -129,15 +132,17 @@ def _preconditioner(kind: str, psf: np.ndarray, lam: float, kernel: CausalKernel
 
     else:
         fft = fft_module(compute)
-        symbol = blur_symbol(psf, shape[-2:])
-        symbol += lam * gradient_symbol(shape[-2:])
+        grid = fast_grid(shape[-2:])
+        frame = (Ellipsis, slice(0, shape[-2]), slice(0, shape[-1]))
+        symbol = blur_symbol(psf, grid)
+        symbol += lam * gradient_symbol(grid)
         # A PSF whose transfer function has zeros, with lam = 0: leave those frequencies alone.
         symbol = compute.to_device(np.maximum(symbol, symbol.max() * 1e-12))
 
         def inverse_normal(v):
-            spectrum = fft.rfft2(v.reshape(shape))
+            spectrum = fft.rfft2(v.reshape(shape), s=grid)
             spectrum /= symbol
-            return fft.irfft2(spectrum, s=shape[-2:], overwrite_x=True).ravel()
+            return fft.irfft2(spectrum, s=grid, overwrite_x=True)[frame].ravel()
 
     return compute.linalg.LinearOperator((n, n), matvec=inverse_normal, dtype=xp.float64)
 
