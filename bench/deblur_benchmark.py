@@ -34,7 +34,7 @@ Each scoring picks the tuned methods' parameter for itself. PSNR and SSIM
 (``data_range=1``), and seconds (wall clock; for a tuned method, one run with
 the parameter the interior scoring picked).
 
-Run (5 minutes on a 2-core VM shared with other work; ``--quick`` runs two pictures):
+Run (6 minutes on a 2-core VM shared with other work; ``--quick`` runs two pictures):
 
     python bench/deblur_benchmark.py [--quick] [--json bench/results/deblur-latest.json]
 
