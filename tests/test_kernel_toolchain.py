@@ -223,7 +223,7 @@ print(build(open(sys.argv[1]).read()))
 
 
 def test_library_cache_is_safe_with_concurrent_processes(tmp_path, monkeypatch):
-    """Two processes build the same source into a fresh cache: one library, no leftovers."""
+    """Two processes build the same source into a fresh cache: one library and the runtime's object, no leftovers."""
     source = tmp_path / "k.cpp"
     source.write_text(emulator_source(TINY, ["tiny_order", "tiny_rotate"]))
     monkeypatch.setenv("INVCONV_CUPY_CACHE_DIR", str(tmp_path / "cache"))
@@ -233,7 +233,9 @@ def test_library_cache_is_safe_with_concurrent_processes(tmp_path, monkeypatch):
     paths = {p.communicate()[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
     assert len(paths) == 1
-    assert [p.name for p in (tmp_path / "cache" / "emulator").iterdir()] == [os.path.basename(paths.pop())]
+    library, runtime = os.path.basename(paths.pop()), [p.name for p in (tmp_path / "cache" / "emulator").glob("*.o")]
+    assert sorted(p.name for p in (tmp_path / "cache" / "emulator").iterdir()) == sorted([library, *runtime])
+    assert len(runtime) == 1
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "emulator").iterdir()}
     build(source.read_text())                                      # a cache hit: nothing rebuilt
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "emulator").iterdir()} == before
