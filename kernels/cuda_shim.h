@@ -43,7 +43,8 @@
 //   anything yield (a spin-wait lets the other threads run); a block whose
 //   threads all spin lets its worker sleep, backing off up to 0.5 ms.
 // - Errors (the checks above, a deadlock, a misaligned typed access when the
-//   library is built with -fsanitize=alignment, __trap(), the watchdog) stop
+//   library is built with -fsanitize=alignment, a misaligned atomic or flag
+//   access, __trap(), the watchdog) stop
 //   the launch; the launcher returns the message and Python raises it.
 // - The watchdog: when no block makes progress (a barrier or warp intrinsic
 //   completes, a thread exits, a store or changing atomic) for

@@ -24,8 +24,8 @@ by ``kernels/cuda_shim_runtime.cpp``, compiled once and linked into every kernel
   NaN bits (undefined on a GPU).
 - **Memory order** as on a GPU: relaxed atomics, ``__threadfence()``, and the
   flag accesses ``ic_load_acquire``/``ic_store_release`` (``common.cuh``).
-- **Checks**: every typed access is checked for alignment (a misaligned
-  ``float4``/``double2`` load is an error), and a **watchdog** stops a launch in
+- **Checks**: every typed access, atomic and flag access is checked for alignment
+  (a misaligned ``float4``/``double2`` load or ``atomicAdd`` is an error), and a **watchdog** stops a launch in
   which no block progresses for ``watchdog`` seconds while all wait or spin in
   built-ins, reporting where every block's threads are.
 - **Race mode** (``race=True``): threads also switch at random at every
