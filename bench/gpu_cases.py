@@ -7,11 +7,9 @@ and ``expect``, the float64 NumPy reference its output must match before its
 time is reported. ``ctx`` is the case's data on the device
 (:class:`gpu_layer.CudaCase`: ``y``, ``w``, ``g``, ``x`` and torch views of
 them, the kernel device, ...). A ratio of two measurements, computed for every
-case, is one entry in :data:`CASE_RATIOS`. For example, an A/B of an older
-solve kernel::
-
-    Measurement("solve_v1", lambda c: lambda: solve_v1(c.device, c.y, c.w, c.tl), "x"),
-    CASE_RATIOS["solve_v2_vs_v1"] = ("solve", "solve_v1")
+case, is one entry in :data:`CASE_RATIOS`: ``solve_v2_vs_v1`` is the A/B of the
+solve kernel against its previous version (``bench/solve_v1.py``), both called
+at the kernel layer, per call and (``*_gpu_time``) replayed as CUDA graphs.
 """
 
 from __future__ import annotations
@@ -61,6 +59,8 @@ GRAPH_RATIOS = {
 }
 #: ratios computed for every case: name -> (numerator measurement, denominator measurement)
 CASE_RATIOS = {name: (ours, theirs) for name, (ours, theirs, _) in RATIOS.items()}
+CASE_RATIOS["solve_v2_vs_v1"] = ("solve_v2", "solve_v1")
+CASE_RATIOS["solve_v2_vs_v1_gpu_time"] = ("solve_v2_graph", "solve_v1_graph")
 
 #: cuSPARSE is skipped above this many unknowns (the CSR matrix is built on the host with SciPy)
 CUSPARSE_MAX_UNKNOWNS = 2_000_000
@@ -127,6 +127,11 @@ MEASUREMENTS = [
     Measurement("per_step", lambda c: lambda: c.per_step(c.y, c.w), "x", runs=50),
     Measurement("per_step_graph", lambda c: lambda: c.per_step(c.y, c.w), "x", runs=50, graph=True),
     Measurement("cusparse", lambda c: c.cusparse(), "x", runs=20),
+    # the A/B of the solve kernel: v2 (kernels/solve.cu) and v1 (bench/solve_v1.cu), both at the kernel layer
+    Measurement("solve_v2", lambda c: lambda: c.solve_kernel(c.y), "x"),
+    Measurement("solve_v1", lambda c: lambda: c.solve_v1(c.y), "x"),
+    Measurement("solve_v2_graph", lambda c: lambda: c.solve_kernel(c.y), "x", graph=True),
+    Measurement("solve_v1_graph", lambda c: lambda: c.solve_v1(c.y), "x", graph=True),
     Measurement("solve_one_image", lambda c: lambda: c.solve_kernel(c.y[:1]), "x", images=1, applies=_headline),
     *(Measurement(f"solve_g{G}", lambda c, G=G: lambda: c.solve_kernel(c.y, outputs_per_thread=G), "x",
                   applies=lambda case: not case.large) for G in (1, 2, 4)),

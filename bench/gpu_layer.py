@@ -98,6 +98,17 @@ class CudaCase:
     def solve_kernel(self, y, transpose=False, **kwargs):
         return self._kernel_solve.solve(self.device, y, self.w, self.tl, transpose, **kwargs)
 
+    @functools.cached_property
+    def _v1(self):
+        import solve_v1
+
+        return solve_v1, solve_v1.V1Device(self.device)
+
+    def solve_v1(self, y):
+        """The previous solve kernel (``bench/solve_v1.py``), the A/B baseline of ``solve_v2``."""
+        module, device = self._v1
+        return module.solve(device, y, self.w, self.tl)
+
     def weight_grad(self, g, x, scale=1.0):
         return self._weight_grad(g, x, (self.case.K, self.case.K), self.tl, scale=scale)
 

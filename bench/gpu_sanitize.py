@@ -165,7 +165,8 @@ def _cases(rng, dtype):
         ("conv untiled BL transposed, 64-bit", "conv", {"index64": True}, (x, w, BL, True), {"tiled": False}),
         ("weight_grad tiles, groups", "weight_grad", {}, (g, x, (3, 2), TR), {"tile": (3, 4), "max_threads": 32}),
         ("weight_grad 64-bit", "weight_grad", {"index64": True}, (g, x, (3, 2), TL), {}),
-        *((f"solve single launch G={G}", "solve", {}, (x, w, TL), {"outputs_per_thread": G}) for G in (1, 2, 4)),
+        *((f"solve one tile per image G={G}", "solve", {}, (x, w, TL), {"outputs_per_thread": G})
+          for G in (1, 2, 4, 8, 16)),
         ("solve tiled transposed", "solve", {}, (g, w, TL, True), {"max_tile": 4}),
         ("solve tiled BR, 64-bit", "solve", {"index64": True}, (x, w_br, BR), {"max_tile": 2}),
         ("solve matrices in global", "solve", {"max_shared_memory_per_block_optin": 4096}, (y20, wide, TL), {}),

@@ -58,3 +58,8 @@ class CupyDevice:
     @property
     def max_shared_memory_per_block_optin(self) -> int:
         return _attribute(runtime.cudaDevAttrMaxSharedMemoryPerBlockOptin)
+
+    @property
+    def multiprocessor_count(self) -> int:
+        """SMs of the current device (sizes persistent grids; other devices may lack it)."""
+        return _attribute(runtime.cudaDevAttrMultiProcessorCount)

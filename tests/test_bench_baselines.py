@@ -1,9 +1,9 @@
 """The GPU benchmark's own kernels and logic, checked without a GPU.
 
-``bench/baselines.cu`` (the launch-per-step baselines) compiles with NVRTC and,
-under the emulator, solves exactly; ``bench/gpu_bench.py --dry-run`` runs; the
-ratios are our time over theirs; the float64 references the timed outputs are
-checked against are right.
+``bench/baselines.cu`` (the launch-per-step baselines) and ``bench/solve_v1.cu``
+(the v1 solve kernel) compile with NVRTC and, under the emulator, solve exactly;
+``bench/gpu_bench.py --dry-run`` runs; the ratios are our time over theirs; the
+float64 references the timed outputs are checked against are right.
 """
 
 import ctypes
@@ -27,6 +27,7 @@ import gpu_bench  # noqa: E402
 import gpu_cases  # noqa: E402
 import gpu_measure  # noqa: E402
 import gpu_reference  # noqa: E402
+import solve_v1  # noqa: E402
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -42,6 +43,35 @@ def test_baseline_kernels_compile_with_nvrtc(dtype):
         assert ok, log
         for entry in gpu_baselines.ENTRIES:
             assert re.search(rf"\.entry\s+{entry}\s*\(", ptx), entry
+
+
+def test_solve_v1_compiles_with_nvrtc():
+    from invconv_cupy import check_kernels
+
+    try:
+        nvrtc = check_kernels._nvrtc()
+    except Exception as exc:  # no NVRTC library in this environment
+        pytest.skip(f"NVRTC unavailable: {exc}")
+    for arch in check_kernels.DEFAULT_ARCHS:
+        ok, ptx, log = check_kernels.compile_ptx(nvrtc, solve_v1.source("float32", "int32"), "solve_v1.cu", arch)
+        assert ok, log
+        for G in solve_v1.OUTPUTS_PER_THREAD:
+            assert re.search(rf"\.entry\s+solve_tiles_g{G}\s*\(", ptx)
+
+
+@pytest.mark.parametrize("max_tile", [None, 2])
+def test_solve_v1_baseline_solves_exactly(rng, max_tile):
+    """The v1 kernel as the benchmark launches it (its single-launch and its tiled path)."""
+    from invconv_cupy.orientation import parse_orientation
+
+    B, C, H, W, K = 2, 3, 5, 6, 3
+    w = make_weight(rng, C, K, K, "TL")
+    y = rng.standard_normal((B, C, H, W))
+    device = solve_v1.V1Device(EmulatorDevice(max_threads_per_block=64))
+    x = solve_v1.solve(device, y, w, parse_orientation("TL"), max_tile=max_tile)
+    assert_close(x, Dense(w, H, W, "TL").solve(y), np.float64)
+    how = solve_v1.plan(y.shape, (K, K), 8, shared_limit=227 * 1024, max_threads=64, max_tile=max_tile)
+    assert how.launches == (1 if max_tile is None else 3 + 3 - 1)   # one per tile anti-diagonal
 
 
 def _emulated_functions(dtype):
@@ -77,7 +107,7 @@ def test_dry_run_prints_every_case_plan(capsys):
     out = capsys.readouterr().out
     for name in gpu_bench.CASES:
         assert name in out
-    assert "our launches 1," in out  # the headline case is one launch
+    assert out.count("our launches 2,") == len(gpu_bench.CASES)  # the preparation and one persistent launch
 
 
 def test_headline_ratios_divide_our_median_by_theirs():

@@ -25,10 +25,10 @@ from invconv_cupy.emulator import EmulatedKernelError, EmulatorDevice, sanitizer
 from invconv_cupy.orientation import parse_orientation
 from kernel_breaks import VARIABLE, sites, switchable
 from oracle import Dense
-from solve_paths import limits_for
 from test_kernel_harness import run_conv_case
 
 TRIES = 4
+SOLVE_TRIES = 48
 SOLVE_SITES = sites(kernel_source.read("solve.cu"), "solve.cu")
 CONV_SITES = sites(kernel_source.read("conv.cu"), "conv.cu")
 # the harness case (test_kernel_harness) that runs each conv.cu entry point with several threads per step
@@ -44,23 +44,23 @@ def _switchable_in(family):
 
 
 def _solve_devices(race=True, sanitize=None):
-    """Emulated devices that force the single launch with matrices in global memory (so
-    ``solve_prepare`` runs) and the tiled path (blocks prepare their own matrices)."""
-    devices = []
-    for path in ("single_global", "tiled"):
-        limit, max_tile, _ = limits_for(path, (2, 3, 5, 6), (2, 3), 8, max_threads=64)
-        devices.append((EmulatorDevice(max_threads_per_block=64, max_shared_memory_per_block_optin=limit,
-                                       transform=_switchable_in("solve"), race=race, sanitize=sanitize), max_tile))
-    return devices
+    """An emulated device whose solve.cu has every site switchable (one build), 8 blocks at once."""
+    return [EmulatorDevice(max_threads_per_block=64, transform=_switchable_in("solve"), race=race, sanitize=sanitize,
+                           concurrent_blocks=8, watchdog=2.0)]
 
 
 def _solve_runs(devices, rng):
-    """(result, dense answer) of a solve on each device, fresh inputs."""
-    w = make_weight(rng, 3, 2, 3, "TR")
-    y = rng.standard_normal((2, 3, 5, 6))
-    want = Dense(w, 5, 6, "TR").solve(y)
-    return [(kernel_solve.solve(device, y, w, parse_orientation("TR"), max_tile=max_tile), want)
-            for device, max_tile in devices]
+    """(result, dense answer) pairs: solves in 2 x 2 tiles (halos from tiles other blocks solve, so the
+    flags matter) with one output per thread and 2 lanes (several output groups, shuffles), of 2 and 5
+    channels (with 5, solve_prepare's rows read columns of A^-1 other threads formed)."""
+    out = []
+    for device in devices:
+        for C in (2, 5):
+            w = make_weight(rng, C, 3, 3, "TR")
+            y = rng.standard_normal((2, C, 6, 5))
+            x = kernel_solve.solve(device, y, w, parse_orientation("TR"), max_tile=2, outputs_per_thread=1, lanes=2)
+            out.append((x, Dense(w, 6, 5, "TR").solve(y)))
+    return out
 
 
 def _test_kernel_runs(functions, kernel, rng):
@@ -80,9 +80,9 @@ def _wrong(runs):
     return any(got.shape != want.shape or not np.allclose(got, want, rtol=0, atol=1e-9) for got, want in runs)
 
 
-def _caught(run):
-    """Whether some of TRIES runs gives a wrong result or an emulator error."""
-    for _ in range(TRIES):
+def _caught(run, tries=TRIES):
+    """Whether some of ``tries`` runs gives a wrong result or an emulator error."""
+    for _ in range(tries):
         try:
             if _wrong(run()):
                 return True
@@ -103,21 +103,47 @@ def test_functions():
 
 
 def test_every_site_is_listed():
-    """The catalogue follows the sources: solve.cu v1 has 8 barriers, conv.cu 5; the test
-    kernels have barriers, a warp sync, a fence and flag waits."""
-    assert [s.pattern for s in SOLVE_SITES] == ["__syncthreads();"] * 8
+    """The catalogue follows the sources: solve.cu has 7 barriers, a flag wait and a fence (the
+    comment on each line says what it orders), conv.cu 5 barriers; the test kernels have
+    barriers, a warp sync, a fence and flag waits."""
+    patterns = [s.pattern for s in SOLVE_SITES]
+    assert (patterns.count("__syncthreads();"), patterns.count("while (!ic_load_acquire("),
+            patterns.count("__threadfence();"), len(patterns)) == (7, 1, 1, 9)
     assert [s.pattern for s in CONV_SITES] == ["__syncthreads();"] * 5
     assert {s.kernel for s in CONV_SITES} <= set(CONV_CASES)
     assert {s.pattern for s in TEST_SITES} == {"__syncthreads();", "__syncwarp();", "__threadfence();",
                                                "while (!ic_load_acquire("}
 
 
+def _publishes_the_claim(site):
+    """The barrier that shares the claimed tile: without it threads read the claim slot's 0xFF
+    poison and index images that do not exist, which can crash the process."""
+    return "the claim is shared" in kernel_source.read("solve.cu").splitlines()[site.line - 1]
+
+
+_SOLVE_PROBE = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    sys.path[:0] = [os.getcwd()]
+    import test_kernel_races as races
+    os.environ[races.VARIABLE] = sys.argv[1]
+    devices, rng = races._solve_devices(), np.random.default_rng()
+    print("caught" if races._caught(lambda: races._solve_runs(devices, rng), races.SOLVE_TRIES) else "missed")
+""")
+
+
 @pytest.mark.parametrize("site", [s for s in SOLVE_SITES if s.pattern != "__threadfence();"], ids=lambda s: s.id)
 def test_removing_a_synchronization_from_solve_is_caught(solve_devices, rng, monkeypatch, site):
     monkeypatch.setenv(VARIABLE, "-1")
-    assert not _wrong(_solve_runs(solve_devices, rng)), "the unbroken kernel is wrong"
+    assert not _wrong(_solve_runs(solve_devices, rng)), "the unbroken kernel is wrong"   # also builds the library
+    if _publishes_the_claim(site):   # in a process of its own: a crash counts as caught
+        out = subprocess.run([sys.executable, "-c", _SOLVE_PROBE, str(site.index)], capture_output=True, text=True,
+                             cwd=os.path.dirname(__file__), timeout=300)
+        assert out.returncode != 0 or out.stdout.strip() == "caught", out.stdout + out.stderr[-2000:]
+        return
     monkeypatch.setenv(VARIABLE, str(site.index))
-    assert _caught(lambda: _solve_runs(solve_devices, rng)), f"removing {site.id} went unnoticed"
+    # a run takes milliseconds; the barrier before a tile's flag needs a few dozen to show
+    assert _caught(lambda: _solve_runs(solve_devices, rng), SOLVE_TRIES), f"removing {site.id} went unnoticed"
 
 
 @pytest.mark.parametrize("site", CONV_SITES, ids=lambda s: s.id)

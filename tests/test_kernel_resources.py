@@ -135,12 +135,13 @@ def test_recorded_launches_follow_the_primitives_plans():
     ops = {}
     for launch in launches:
         ops.setdefault(launch.operation, []).append(launch)
-    assert [launch.entry for launch in ops["solve"]] == [f"solve_tiles_g{kernel_solve.default_outputs_per_thread(C)}"]
     how = kernel_solve.plan((B, C, H, W), (KH, KW), 4, shared_limit=H100.shared_per_block_optin)
-    (solve,) = ops["solve"]
-    assert (solve.blocks, solve.threads, solve.shared_mem) == (B * how.tiles_h * how.tiles_w, how.threads,
-                                                               how.shared_bytes)
-    assert ops["solve_vjp"][0].shared_mem == how.shared_bytes
+    assert [launch.entry for launch in ops["solve"]] == ["solve_prepare", f"solve_wavefront_g{how.outputs_per_thread}"]
+    prepare, solve = ops["solve"]
+    assert (prepare.blocks, prepare.threads, prepare.shared_mem) == (how.prepare_grid, how.prepare_threads,
+                                                                     how.prepare_shared_bytes)
+    assert (solve.blocks, solve.threads, solve.shared_mem) == (how.grid, how.threads, how.shared_bytes)
+    assert ops["solve_vjp"][1].shared_mem == how.shared_bytes
     th, tw, conv_shared = kernel_conv.conv_tile((B, C, H, W), (KH, KW), 4, shared_default=H100.shared_per_block,
                                                 shared_limit=H100.shared_per_block_optin)
     assert ops["conv"][0].entry == "conv_apply_tiled" and ops["conv"][0].shared_mem == conv_shared
@@ -165,7 +166,7 @@ def test_resources_command_prints_both_tables(sm90, monkeypatch):
     rows = [line for line in text.splitlines() if line.startswith(("ok ", "FAIL"))]
     assert len(rows) == len(headline[0]) and all(line.startswith("ok ") for line in rows)
     assert "100x12x32x32, 3x3 kernel, float32 on H100/H200" in text
-    solve_row = next(line for line in text.splitlines() if line.startswith("solve ") and "solve_tiles_g" in line)
+    solve_row = next(line for line in text.splitlines() if line.startswith("solve ") and "solve_wavefront_g" in line)
     assert solve_row.split()[-1] in ("memory", "threads", "registers", "blocks")   # the binding limit, last
     assert "0 compile failure(s), 0 entry point(s)" in text
     assert check_kernels.main(["--resources", "--arch", "90"]) == 0      # the command line, same compile

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import invconv_cupy as ic
+from invconv_cupy import kernel_source
 from conftest import DTYPES, ORIENTATIONS, assert_close, make_weight
 from invconv_cupy.backends import kernel_solve
 from invconv_cupy.emulator import EmulatorDevice
@@ -79,15 +80,44 @@ def test_solve_and_transposed_solve_match_the_oracle_on_every_path(rng, path, dt
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_images_of_many_tiles(rng, path, orientation):
     how = _check_paths(rng, (2, 3, 9, 11, 3, 2), orientation, np.float64, path)
-    assert how.tiles_h * how.tiles_w == 5 * 6 and how.launches == 5 + 6 - 1 + PATHS[path][1]
+    assert how.tiles_h * how.tiles_w == 5 * 6 and how.launches == 2 and how.grid > 1
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_persistent_grid_smaller_than_the_tiles(rng, blocks):
+    """Fewer blocks than tiles: each block claims tiles until none is left, in dependency order,
+    so any grid finishes (one block solves every tile of every image in turn)."""
+    B, C, H, W, KH, KW = 3, 2, 7, 5, 3, 3
+    w = make_weight(rng, C, KH, KW, "BL")
+    y = rng.standard_normal((B, C, H, W))
+    x = kernel_solve.solve(device(), y, w, parse_orientation("BL"), max_tile=2, max_blocks=blocks)
+    assert_close(x, Dense(w, H, W, "BL").solve(y), np.float64)
+    assert kernel_solve.plan((B, C, H, W), (KH, KW), 8, shared_limit=227 * 1024, max_threads=64, max_tile=2,
+                             max_blocks=blocks).grid == blocks
 
 
 @pytest.mark.parametrize("outputs", kernel_solve.OUTPUTS_PER_THREAD)
-@pytest.mark.parametrize("channels", [1, 5, 6])
-def test_every_outputs_per_thread_variant(rng, outputs, channels):
-    for path in ("single", "tiled"):
+def test_every_outputs_per_thread_variant(rng, outputs):
+    """Each G, with one output group and a padded one (5 channels), and several groups (17)."""
+    for channels, path in ((5, "single"), (17, "tiled")):
         how = _check_paths(rng, (2, channels, 4, 5, 2, 3), "BR", np.float64, path, outputs_per_thread=outputs)
         assert how.outputs_per_thread == outputs
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8, 16, 32])
+def test_every_lane_split(rng, lanes):
+    """L lanes per (pixel, output group), each taking every L-th input, summed by warp shuffles;
+    32 lanes is a whole warp (its teams span two warps here: 2 groups x 32 lanes)."""
+    B, C, H, W, KH, KW = 2, 3, 5, 4, 3, 3
+    how = kernel_solve.plan((B, C, H, W), (KH, KW), 8, shared_limit=227 * 1024, max_threads=64,
+                            outputs_per_thread=2, lanes=lanes)
+    assert how.lanes == lanes and how.team == 2 * lanes
+    for transpose in (False, True):
+        w = make_weight(rng, C, KH, KW, "TR")
+        y = rng.standard_normal((B, C, H, W))
+        dense = Dense(w, H, W, "TR")
+        x = kernel_solve.solve(device(), y, w, parse_orientation("TR"), transpose, outputs_per_thread=2, lanes=lanes)
+        assert_close(x, _transposed_solve(dense, y) if transpose else dense.solve(y), np.float64)
 
 
 def test_64_bit_index_variant(rng):
@@ -141,36 +171,109 @@ def test_inputs_untouched_and_strided_inputs(rng):
 class TestPlan:
     H200 = 227 * 1024
 
-    def test_headline_case_is_one_launch_past_48_kib(self):
+    def test_headline_case_is_one_tile_per_image_with_a_team_per_pixel(self):
         how = kernel_solve.plan((100, 12, 32, 32), (3, 3), 4, shared_limit=self.H200)
-        assert how.launches == 1 and not how.matrices_in_global
+        assert how.tiles_h * how.tiles_w == 1 and how.grid == 100 and not how.matrices_in_global
+        assert (how.outputs_per_thread, how.lanes, how.team) == (8, 4, 8)   # 2 output groups x 4 lanes
+        assert how.threads == 32 * how.team == 256                           # the 32 pixels of the longest diagonal
         assert 48 * 1024 < how.shared_bytes <= self.H200
 
-    def test_large_image_is_tiled_with_one_launch_per_tile_diagonal(self):
-        how = kernel_solve.plan((1, 3, 4096, 4096), (3, 3), 4, shared_limit=self.H200)
+    def test_large_image_is_one_persistent_launch_over_tiles(self):
+        how = kernel_solve.plan((1, 3, 2048, 2048), (3, 3), 4, shared_limit=self.H200)
         assert (how.tile_h, how.tile_w) == (kernel_solve.MAX_TILE,) * 2 and not how.matrices_in_global
-        assert how.launches == 2 * 4096 // kernel_solve.MAX_TILE - 1
+        assert how.launches == 2 and how.tiles_h == how.tiles_w == 2048 // kernel_solve.MAX_TILE
+        assert how.grid == how.tiles_h   # a block per tile of the widest tile anti-diagonal: more would only wait
         assert how.shared_bytes <= self.H200
 
     def test_many_channels_put_the_matrices_in_global_memory(self):
         how = kernel_solve.plan((8, 96, 8, 8), (3, 3), 8, shared_limit=self.H200)
-        assert how.matrices_in_global and how.launches == 2 and how.shared_bytes <= self.H200
+        assert how.matrices_in_global and how.tiles_h * how.tiles_w == 1 and how.shared_bytes <= self.H200
 
-    def test_threads_cover_a_diagonal(self):
-        for C, H in ((12, 32), (48, 16), (3, 4)):
-            how = kernel_solve.plan((4, C, H, H), (3, 3), 4, shared_limit=self.H200, outputs_per_thread=2)
-            assert how.threads % 32 == 0 and 32 <= how.threads <= kernel_solve.MAX_THREADS
-            assert how.threads >= min(kernel_solve.MAX_THREADS, H * -(-C // 2))
+    def test_team_is_the_cheapest_by_the_cost_model(self):
+        """G and L minimize step_cost for the longest diagonal; a block holds a team for each of
+        its pixels when it can."""
+        for C, H, itemsize in ((12, 32, 4), (48, 16, 4), (3, 64, 4), (1, 4, 8), (5, 9, 8)):
+            how = kernel_solve.plan((4, C, H, H), (3, 3), itemsize, shared_limit=self.H200)
+            inputs = 8 * C
+            limit = kernel_solve.MAX_THREADS_FOR_OUTPUTS
+            costs = [kernel_solve.step_cost(C, inputs, G, L, H, limit[G], itemsize)
+                     for G in kernel_solve.OUTPUTS_PER_THREAD for L in kernel_solve.LANES if L <= inputs]
+            G = how.outputs_per_thread
+            assert kernel_solve.step_cost(C, inputs, G, how.lanes, H, limit[G], itemsize) == min(
+                c for c in costs if c is not None)
+            assert how.team == -(-C // G) * how.lanes
+            assert how.threads % 32 == 0 and how.team <= how.threads <= limit[G]
+            assert how.threads >= min(H, limit[G] // how.team) * how.team
+
+    def test_cost_model_prefers_lanes_for_short_diagonals_and_sharing_for_long_ones(self):
+        cost = kernel_solve.step_cost
+        # one pixel: splitting its 96 inputs over 8 lanes beats one lane doing all
+        assert cost(12, 96, 4, 8, 1, 1024, 4) < cost(12, 96, 4, 1, 1, 1024, 4)
+        # more outputs per thread share each x load: fewer instructions when the block is full
+        assert cost(12, 96, 8, 4, 32, 1024, 4) < cost(12, 96, 1, 4, 32, 1024, 4)
+        assert cost(1024, 96, 1, 2, 32, 1024, 4) is None   # a team of 2048 threads does not fit
+
+    def test_matrix_rows_and_tile_channels_have_conflict_free_strides(self):
+        for C in range(1, 40):
+            how = kernel_solve.plan((1, C, 9, 9), (3, 3), 4, shared_limit=self.H200)
+            G = how.outputs_per_thread
+            unit = min(G, 4)
+            assert how.mat_stride % unit == 0 and (how.mat_stride // unit) % 2 == 1
+            assert how.mat_stride >= -(-C // G) * G
+            assert how.channel_stride % 2 == 1
 
     def test_impossible_sizes_raise(self):
         with pytest.raises(ValueError, match="shared memory.*backend='numpy'"):
             kernel_solve.plan((1, 4096, 8, 8), (3, 3), 8, shared_limit=48 * 1024)
         with pytest.raises(ValueError, match="outputs_per_thread"):
             kernel_solve.plan((1, 3, 8, 8), (3, 3), 8, shared_limit=self.H200, outputs_per_thread=3)
+        with pytest.raises(ValueError, match="lanes"):
+            kernel_solve.plan((1, 3, 8, 8), (3, 3), 8, shared_limit=self.H200, lanes=3)
 
 
 def test_outputs_per_thread_matches_the_kernel_entry_points():
-    from invconv_cupy import kernel_source
-
     entries = kernel_source.entry_points("solve")
-    assert {f"solve_tiles_g{G}" for G in kernel_solve.OUTPUTS_PER_THREAD} <= set(entries)
+    assert {f"solve_wavefront_g{G}" for G in kernel_solve.OUTPUTS_PER_THREAD} <= set(entries)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_prepare_writes_every_matrix_once_and_zeroes_the_work_counters(rng, transpose):
+    """solve_prepare alone, on several blocks (a block per output row, each forming A^-1 itself),
+    against NumPy: zmat = F_0^-1, mat rows = M_t = -F_0^-1 F_t (zero past C), work zeroed."""
+    C, KH, KW, orientation = 5, 2, 3, "BL"
+    orient = parse_orientation(orientation)
+    w = make_weight(rng, C, KH, KW, orientation)
+    how = kernel_solve.plan((1, C, 4, 4), (KH, KW), 8, shared_limit=227 * 1024, max_threads=64)
+    MS, taps = how.mat_stride, KH * KW
+    zmat, mat = np.full(C * C, np.nan), np.full((taps - 1) * C * MS, np.nan)
+    work = np.full(37, -7, np.int32)
+    fn = device().function("solve", "solve_prepare", "float64", "int32")
+    i32 = np.int32
+    fn((how.prepare_grid,), (how.prepare_threads,),
+       (w, zmat, mat, work, i32(work.size), i32(C), i32(MS), i32(KH), i32(KW), i32(KH), i32(KW), i32(orient.flip_h),
+        i32(orient.flip_w), i32(transpose)), shared_mem=how.prepare_shared_bytes)
+    assert how.prepare_grid > 1 and (work == 0).all()
+    # frame tap t = p*KW + q is the physical tap (p, KW-1-q) for BL (flip_h, not flip_w)
+    taps_f = [w[:, :, p, KW - 1 - q] for p in range(KH) for q in range(KW)]
+    if transpose:
+        taps_f = [f.T for f in taps_f]
+    anchor = np.tril(w[:, :, 0, KW - 1])
+    inverse = np.linalg.inv(anchor.T if transpose else anchor)
+    np.testing.assert_allclose(zmat.reshape(C, C), inverse, atol=1e-12)
+    rows = mat.reshape(taps - 1, C, MS)   # rows[t-1, c, o] = M_t[o, c]
+    for t in range(1, taps):
+        np.testing.assert_allclose(rows[t - 1, :, :C], (-inverse @ taps_f[t]).T, atol=1e-12)
+    assert (rows[:, :, C:] == 0).all()
+
+
+def test_no_solve_entry_point_spills_on_sm_80_either():
+    """test_kernel_resources checks every entry point on sm_90; the sm_80 float64 int32 build is the
+    one where solve variants spilled before each G got its launch bounds."""
+    pytest.importorskip("cupy")
+    from invconv_cupy import kernel_resources
+
+    resources, failures = kernel_resources.collect((80,), ("float64",), ("int32",))
+    assert failures == ()
+    solve = [r for r in resources if r.family == "solve"]
+    assert {r.entry for r in solve} == set(kernel_source.entry_points("solve"))
+    assert kernel_resources.offenders(solve) == []

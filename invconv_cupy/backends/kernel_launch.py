@@ -12,7 +12,8 @@ against a *device*; the ``cupy`` backend passes a
   ``max_dynamic_shared_size_bytes``;
 - ``max_threads_per_block``, ``max_shared_memory_per_block`` (without opt-in),
   ``max_shared_memory_per_block_optin``: the current device's limits;
-- ``index64``: when true, always use the 64-bit index variants (tests).
+- ``index64``: when true, always use the 64-bit index variants (tests);
+- optionally ``multiprocessor_count``: its SMs (``kernel_solve`` sizes its persistent grid by it).
 
 Writing a kernel family (the portable CUDA subset)
 --------------------------------------------------

@@ -230,8 +230,11 @@ def _file_size_note() -> str:
 def _compile(cxx: str, flags, text: str, inputs, tmp: Path, suffix: str) -> Path:
     src, out = tmp / "kernel.cpp", tmp / f"kernel{suffix}"
     src.write_text(text, encoding="utf-8")
-    result = subprocess.run([cxx, *flags, "-o", str(out), str(src), *map(str, inputs)], capture_output=True,
-                            text=True)
+    # compiled inside the private build folder by relative names, and its path mapped away in debug
+    # info: the same source gives the same bytes in any folder (the shim records source locations),
+    # so concurrent builds agree on the checksum (inputs: cached objects, by absolute path)
+    result = subprocess.run([cxx, *flags, f"-ffile-prefix-map={tmp}=.", "-o", out.name, src.name, *map(str, inputs)],
+                            capture_output=True, text=True, cwd=tmp)
     if result.returncode < 0:
         raise KernelCompileError(
             f"$CXX ({cxx}) was killed by {signal.Signals(-result.returncode).name} while compiling a kernel"
