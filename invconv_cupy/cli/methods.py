@@ -27,8 +27,8 @@ import numpy as np
 
 import invconv_cupy as ic
 
-from .device import Compute
 from .blur import ObservedBlur, fast_grid, fft_module
+from .device import Compute
 from .noise import blur_symbol, gradient_symbol
 from .psf import CausalKernel, crop_to_support
 
