@@ -36,7 +36,7 @@ def main():
                 blurred[None], psf, lam, compute, boundary=boundary, precondition=precondition, kernel=kernel
             )
             seconds = time.process_time() - start
-            psnr, _ = _scores(sharp, result.image[0])
+            _, psnr, _ = _scores(sharp, result.image[0])
             print(f"{noise:6.3f} {lam:9.2e} {boundary:>8} {precondition:>14} {result.iterations:>10} {psnr:8.2f} "
                   f"{seconds:7.2f}", flush=True)
 

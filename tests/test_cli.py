@@ -41,6 +41,27 @@ def test_exact_recovers_noiseless_npy(tmp_path, capsys, rng, orientation):
     assert psnr(sharp, result) > 50
 
 
+def test_psf_sum_off_by_a_little_is_noted_and_scales_the_result(tmp_path, capsys, rng):
+    # Before: a PSF's sum was never looked at; one off by a factor deblurred silently into a darker picture.
+    sharp = synthetic_image(rng)
+    psf = stable_quadrant_psf(rng, "TL")
+    np.save(tmp_path / "b.npy", _blur(sharp, psf))
+    total = rng.choice([rng.uniform(0.55, 0.9), rng.uniform(1.1, 1.9)])
+    np.save(tmp_path / "scaled.npy", psf * total)
+    np.save(tmp_path / "close.npy", psf * (1 + rng.uniform(-0.04, 0.04)))
+    code, _, err = run_cli(capsys, "apply", tmp_path / "b.npy", "--psf", tmp_path / "scaled.npy", "--method", "exact",
+                           "-o", tmp_path / "out.npy")
+    assert code == 0, err
+    assert err.splitlines() == [
+        f"invconv-deblur: note: PSF {tmp_path / 'scaled.npy'} sums to {total:.3g}, not 1: the result will be about "
+        f"{1 / total:.3g} times as bright as with the PSF normalized (psf / psf.sum())"
+    ]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), sharp / total, rtol=0, atol=1e-9)
+    code, _, err = run_cli(capsys, "apply", tmp_path / "b.npy", "--psf", tmp_path / "close.npy", "--method", "exact",
+                           "-o", tmp_path / "close_out.npy")
+    assert code == 0 and err == ""
+
+
 def test_exact_recovers_noiseless_16bit_tiff(tmp_path, capsys, rng):
     import tifffile
 
@@ -229,6 +250,18 @@ def _prepare(case, d):
     if case == "psf of 3 dimensions":
         np.save(d / "cube.npy", np.ones((3, 3, 3)))
         return ["apply", d / "b.npy", "--psf", d / "cube.npy", "-o", d / "out.npy"]
+    if case == "psf of tiny values":
+        np.save(d / "tiny.npy", np.array([[1e-200]]))
+        return ["apply", d / "b.npy", "--psf", d / "tiny.npy", "-o", d / "out.npy"]
+    if case == "psf not normalized (csv box of ones)":
+        (d / "box.csv").write_text("1,1,1\n1,1,1\n1,1,1\n")
+        return ["apply", d / "b.npy", "--psf", d / "box.csv", "-o", d / "out.npy"]
+    if case == "psf whose sum overflows":
+        np.save(d / "huge.npy", np.diag([0.0, 1e308, 1e308]))
+        return ["apply", d / "b.npy", "--psf", d / "huge.npy", "-o", d / "out.npy"]
+    if case == "psf with a negative sum":
+        np.save(d / "negative.npy", -np.load(d / "psf.npy"))
+        return ["apply", d / "b.npy", "--psf", d / "negative.npy", "-o", d / "out.npy"]
     if case == "psf text unparsable":
         (d / "p.txt").write_text("1 2\nthree 4\n")
         return ["apply", d / "b.npy", "--psf", d / "p.txt", "-o", d / "out.npy"]
@@ -292,6 +325,10 @@ CASES = {
     "psf of even shape": "odd height and width",
     "psf of 3 dimensions": "2-D",
     "psf text unparsable": "cannot read PSF",
+    "psf of tiny values": r"tiny.npy sums to 1e-200, not about 1.*\(accepted: 0.5 to 2\); normalize it",
+    "psf not normalized (csv box of ones)": r"box.csv sums to 9, not about 1.*normalize it \(psf / psf.sum\(\)\)",
+    "psf whose sum overflows": "huge.npy sums to inf, not about 1",
+    "psf with a negative sum": "negative.npy sums to -1, not about 1",
     "existing output without --force": "exists; use --force",
     "exact with a non-causal psf": "not inside one quadrant.*--method tikhonov",
     "exact with an unstable psf": "not stable on a 48 x 64 image.*does not decay.*--method tikhonov",

@@ -1,6 +1,7 @@
 """invconv-deblur fit: size bound, progress on a terminal, random windows, the stability penalty and its verdict."""
 
 import io
+import re
 import shlex
 
 import numpy as np
@@ -100,3 +101,23 @@ def test_stability_penalty_and_the_closing_advice(tmp_path, capsys, rng, monkeyp
     assert abs(kernel.weight[-1, -1]) > abs(kernel.weight).sum() - abs(kernel.weight[-1, -1])  # centre dominates
     code, _, err = run_cli(capsys, *shlex.split(last.split("deblur with: ")[1])[1:], "--force")
     assert code == 0, err
+
+
+def test_a_kernel_apply_would_refuse_is_named_at_the_end(tmp_path, capsys, rng):
+    # Before: fit's last line advised an apply command for any kernel, whatever it summed to.
+    psf = np.zeros((3, 3))
+    psf[1, 1], psf[2, 2] = 0.8, 0.2
+    sharp = _pair(tmp_path, rng, psf)
+    gain = rng.uniform(2.5, 4.0)
+    np.save(tmp_path / "b.npy", gain * convolve2d(sharp, psf, mode="same"))
+    code, out, err = _fit(capsys, tmp_path, "--size", 2, "--orientation", "TL")
+    assert code == 0, err
+    found = re.fullmatch(
+        r"fit: the fitted kernel sums to ([\d.]+), not about 1 \(the blurred image is that many times as bright as "
+        r"the sharp one\), so apply refuses it: normalize it \(psf / psf.sum\(\)\) to deblur with it",
+        out.splitlines()[-1],
+    )
+    assert found and float(found[1]) == pytest.approx(gain, rel=2e-3)
+    np.testing.assert_allclose(np.load(tmp_path / "k.npy"), gain * psf, atol=1e-5)
+    code, _, err = run_cli(capsys, "apply", tmp_path / "b.npy", "--psf", tmp_path / "k.npy", "-o", tmp_path / "x.npy")
+    assert code == 2 and f"sums to {found[1]}, not about 1" in err

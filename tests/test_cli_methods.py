@@ -7,8 +7,10 @@ from scipy.signal import convolve2d
 from cli_util import stable_quadrant_psf, synthetic_image
 from invconv_cupy.cli.device import resolve_device
 from invconv_cupy.cli.methods import choose_lambda, deblur_exact, deblur_tikhonov
-from invconv_cupy.cli.noise import estimate_noise, haar_noise, quantization_noise, spectral_noise
-from invconv_cupy.cli.psf import exact_kernel, gaussian_psf, motion_psf
+from invconv_cupy.cli.noise import (
+    blur_symbol, estimate_noise, gradient_symbol, haar_noise, quantization_noise, spectral_noise, spectrum_mean,
+)
+from invconv_cupy.cli.psf import exact_kernel, gaussian_psf, motion_psf, psf_grid
 
 CPU = resolve_device("cpu")
 
@@ -84,3 +86,53 @@ def test_tikhonov_refuses_bad_options(rng, bad):
     kernel = exact_kernel(psf) if "boundary" in bad and bad.get("precondition") == "causal" else None
     with pytest.raises(ValueError):
         deblur_tikhonov(rng.standard_normal((1, 8, 8)), psf, 0.1, CPU, kernel=kernel, **bad)
+
+
+@pytest.mark.parametrize("width", [10, 11])
+def test_symbols_and_means_on_the_real_fft_half(rng, width):
+    # The half grid holds every frequency of the full one; the mean over the full grid counts mirrored columns twice.
+    shape = (int(rng.integers(5, 12)), width)
+    psf = rng.standard_normal((3, 5))
+    full = np.abs(np.fft.fft2(psf_grid(psf, shape))) ** 2
+    np.testing.assert_allclose(blur_symbol(psf, shape), full[:, : width // 2 + 1], rtol=1e-12, atol=1e-12)
+    fy, fx = (2 - 2 * np.cos(2 * np.pi * np.fft.fftfreq(n)) for n in shape)
+    gradient = fy[:, None] + fx[None, :]
+    np.testing.assert_allclose(gradient_symbol(shape), gradient[:, : width // 2 + 1], rtol=0, atol=1e-12)
+    spectrum = full / (full + 0.1 * gradient + 0.5)
+    assert spectrum_mean(spectrum[:, : width // 2 + 1], width) == pytest.approx(np.mean(spectrum), rel=1e-12)
+
+
+def _dense_convolution(psf, unknowns, frame):
+    """The matrix of ``x -> convolve2d(x, psf, mode="same")[frame]`` for ``x`` of shape ``unknowns``."""
+    columns = np.eye(np.prod(unknowns)).reshape(-1, *unknowns)
+    return np.stack([convolve2d(c, psf, mode="same")[frame].ravel() for c in columns], axis=1)
+
+
+def _dense_gradient(shape):
+    """The matrix of the forward differences along both axes (no wrap-around)."""
+    n = np.prod(shape)
+    index = np.arange(n).reshape(shape)
+    rows = []
+    for a, b in ((index[:, 1:], index[:, :-1]), (index[1:, :], index[:-1, :])):
+        d = np.zeros((a.size, n))
+        d[np.arange(a.size), a.ravel()] = 1.0
+        d[np.arange(a.size), b.ravel()] = -1.0
+        rows.append(d)
+    return np.vstack(rows)
+
+
+@pytest.mark.parametrize("boundary", ["zero", "unknown"])
+def test_tikhonov_is_the_dense_least_squares_solution(rng, boundary):
+    # Any PSF (not causal, no symmetry), two channels: CG to 1e-12 against the normal equations solved densely.
+    psf = rng.uniform(0.0, 1.0, (3, 5))
+    psf[1, 2] += 2.0
+    psf /= psf.sum()
+    (h, w), lam = rng.integers(6, 10, 2), rng.uniform(0.01, 0.1)
+    mh, mw = (1, 2) if boundary == "unknown" else (0, 0)
+    unknowns, frame = (h + 2 * mh, w + 2 * mw), (slice(mh, mh + h), slice(mw, mw + w))
+    blurred = rng.standard_normal((2, h, w))
+    k, d = _dense_convolution(psf, unknowns, frame), _dense_gradient(unknowns)
+    expected = np.linalg.solve(k.T @ k + lam * d.T @ d, k.T @ blurred.reshape(2, -1).T).T.reshape(2, *unknowns)
+    result = deblur_tikhonov(blurred, psf, lam, CPU, boundary=boundary, rtol=1e-13, maxiter=1000)
+    assert result.converged
+    np.testing.assert_allclose(result.image, expected[(Ellipsis, *frame)], rtol=0, atol=1e-9)

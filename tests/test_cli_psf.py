@@ -8,7 +8,7 @@ import invconv_cupy as ic
 from cli_util import stable_quadrant_psf
 from invconv_cupy.cli import psf as P
 from invconv_cupy.cli.errors import CliError
-from invconv_cupy.cli.methods import BlurOperator
+from invconv_cupy.cli.blur import ObservedBlur
 from invconv_cupy.cli.device import resolve_device
 
 ORIENTATIONS = ("TL", "TR", "BL", "BR")
@@ -40,16 +40,21 @@ def test_transposed_kernel_is_conv_vjp(rng, orientation):
     np.testing.assert_allclose(ic.conv(g, t.as_weight(), t.orientation), grad_x, rtol=0, atol=1e-12)
 
 
-def test_any_psf_splits_into_causal_parts(rng):
+@pytest.mark.parametrize("boundary", ["zero", "unknown"])
+def test_observed_blur_is_convolve2d_and_its_transpose(rng, boundary):
+    # Any PSF (no symmetry, not centred weight), odd shapes, a batch: blurred by real FFTs on a padded grid.
     psf = rng.standard_normal((2 * rng.integers(1, 4) + 1, 2 * rng.integers(1, 4) + 1))
-    image = rng.standard_normal((10, 13))
-    parts = P.split_psf(psf)
-    assert sorted(p.orientation for p in parts) == sorted(ORIENTATIONS)
-    total = sum(_conv(image, k) for k in parts)
-    np.testing.assert_allclose(total, convolve2d(image, psf, mode="same"), rtol=0, atol=1e-12)
-    blur = BlurOperator(psf, resolve_device("cpu"))
-    x, y = rng.standard_normal((2, 2, 1, 10, 13))
-    np.testing.assert_allclose(np.vdot(blur.forward(x), y), np.vdot(x, blur.adjoint(y)), rtol=1e-12)
+    h, w = rng.integers(5, 14, 2)
+    mh, mw = (psf.shape[0] // 2, psf.shape[1] // 2) if boundary == "unknown" else (0, 0)
+    unknowns = (h + 2 * mh, w + 2 * mw)
+    frame = (slice(mh, mh + h), slice(mw, mw + w))
+    blur = ObservedBlur(psf, unknowns, frame, resolve_device("cpu"))
+    x = rng.standard_normal((2,) + unknowns)
+    expected = np.stack([convolve2d(image, psf, mode="same")[frame] for image in x])
+    np.testing.assert_allclose(blur.forward(x), expected, rtol=0, atol=1e-12)
+    r = rng.standard_normal((2, h, w))
+    np.testing.assert_allclose(np.vdot(blur.forward(x), r), np.vdot(x, blur.adjoint(r)), rtol=1e-12)
+    np.testing.assert_allclose(blur.normal(x), blur.adjoint(blur.forward(x)), rtol=0, atol=1e-12)
 
 
 def test_quadrants_of_lines_and_points():

@@ -24,7 +24,9 @@ from .errors import CliError
 from .images import ARRAY_SUFFIXES, SUFFIXES, check_writable, list_inputs, read_image, write_image
 from .methods import choose_lambda, deblur_exact, deblur_tikhonov
 from .noise import estimate_noise
-from .psf import CausalKernel, NotSafeForExact, crop_to_support, exact_kernel, gaussian_psf, load_psf, motion_psf
+from .psf import (
+    CausalKernel, NotSafeForExact, crop_to_support, exact_kernel, gaussian_psf, load_psf, motion_psf, sum_note,
+)
 from .stability import InverseResponse, check_stable, response_for
 
 
@@ -213,6 +215,9 @@ def run(args) -> None:
                 raise CliError(f"{path}: {exc}") from None
     for path in skipped:
         print(f"invconv-deblur: skipping {path}: not a supported image ({', '.join(SUFFIXES)})", file=sys.stderr)
+    note = sum_note(psf, args.psf) if args.psf is not None else None
+    if note:
+        print(f"invconv-deblur: note: {note}", file=sys.stderr)
     report = tqdm.write if many else print
     for path, output in tqdm(list(zip(files, outputs)), desc="deblurring", unit="image", disable=not many):
         image = read_image(path)

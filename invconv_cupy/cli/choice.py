@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .methods import causal_sides
-from .noise import blur_symbol, gradient_symbol
+from .noise import blur_symbol, gradient_symbol, spectrum_mean
 from .stability import InverseResponse
 
 #: The band along the edges the exact inverse reads from that the comparison leaves
@@ -119,10 +119,12 @@ def choose(
     shape = exact.shape[-2:]
     gain = response.noise_gain(shape)
     blur = blur_symbol(psf, shape)
-    normal = blur + lam * gradient_symbol(shape)
+    normal = lam * gradient_symbol(shape)
+    normal += blur
     with np.errstate(divide="ignore"):
-        tau = float(np.mean(1.0 / normal))
-        variance = sigma**2 * float(np.mean(blur / normal**2))
+        tau = spectrum_mean(1.0 / normal, shape[1])
+        normal **= 2
+        variance = sigma**2 * spectrum_mean(blur / normal, shape[1])
     squared = np.mean((tikhonov - exact) ** 2, axis=0)
     inside = np.ones(shape, bool)
     if boundary == "unknown":

@@ -39,7 +39,7 @@ from .images import read_image
 from .methods import causal_sides
 from .noise import quantization_noise
 from .output import write_array
-from .psf import CausalKernel, NotSafeForExact, psf_of
+from .psf import CausalKernel, NotSafeForExact, check_sum, psf_of
 from .stability import check_stable, response_for
 
 #: Lower bound on the anchor (centre) tap while fitting, so the inverse stays defined.
@@ -288,13 +288,22 @@ def run(args) -> None:
         for o in orientations
     ]
     best = max(fits, key=lambda f: f.psnr_after)
-    write_array(output, psf_of(best.kernel))
+    psf = psf_of(best.kernel)
+    write_array(output, psf)
     where = "" if len(windows) == 1 else f" on {len(windows)} random {windows[0][0].stop - windows[0][0].start} px windows"
     print(
         f"fit: orientation {best.kernel.orientation}, {best.iterations} L-BFGS-B iterations ({best.message}){where}; "
         f"PSNR of the exact inverse against the sharp image {best.psnr_after:.2f} dB "
         f"(blurred: {best.psnr_before:.2f} dB); wrote {output}"
     )
+    try:
+        check_sum(psf, str(output))
+    except CliError:
+        print(
+            f"fit: the fitted kernel sums to {psf.sum():.3g}, not about 1 (the blurred image is that many times as "
+            f"bright as the sharp one), so apply refuses it: normalize it (psf / psf.sum()) to deblur with it"
+        )
+        return
     try:
         check_stable(response_for(best.kernel, shape), shape)
     except NotSafeForExact as exc:

@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse a folder that holds files other than supported images, instead of skipping them")
     source = apply.add_mutually_exclusive_group(required=True)
     source.add_argument("--psf", metavar="PSF",
-                        help="PSF file: .npy, .csv/.txt (numbers, kept as they are) or an image (scaled to sum 1)")
+                        help="PSF file: .npy, .csv/.txt (numbers, kept as they are; they must sum to between 0.5 and 2) or "
+                        "an image (scaled to sum 1)")
     source.add_argument("--motion", nargs=2, type=float, metavar=("LENGTH", "ANGLE"),
                         help="one-sided motion blur: a line of LENGTH pixels from the centre at ANGLE degrees "
                         "(counter-clockwise from +x)")

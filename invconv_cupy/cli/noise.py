@@ -20,6 +20,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.fft
+
+from .psf import psf_grid
 
 #: The share of frequencies (the least blurred-signal ones) the spectral estimate uses, and their least number.
 SPECTRAL_SHARE = 0.02
@@ -62,19 +65,27 @@ def haar_noise(blurred: np.ndarray) -> float:
 
 
 def gradient_symbol(shape: tuple[int, int]) -> np.ndarray:
-    """``|D(f)|^2`` on the ``shape`` FFT grid: the transfer function of the squared forward differences."""
-    fy, fx = (2 - 2 * np.cos(2 * np.pi * np.fft.fftfreq(n)) for n in shape)
+    """``|D(f)|^2`` on the ``shape`` real-FFT grid (``rfft2``'s half): the transfer function of the squared forward differences."""
+    fy = 2 - 2 * np.cos(2 * np.pi * np.fft.fftfreq(shape[0]))
+    fx = 2 - 2 * np.cos(2 * np.pi * np.fft.rfftfreq(shape[1]))
     return fy[:, None] + fx[None, :]
 
 
 def blur_symbol(psf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``|K(f)|^2`` on the ``shape`` FFT grid (the PSF wrapped around if larger)."""
-    grid = np.zeros(shape)
-    kh, kw = psf.shape
-    rows = (np.arange(kh) - kh // 2) % shape[0]
-    cols = (np.arange(kw) - kw // 2) % shape[1]
-    np.add.at(grid, (rows[:, None], cols[None, :]), psf)
-    return np.abs(np.fft.fft2(grid)) ** 2
+    """``|K(f)|^2`` on the ``shape`` real-FFT grid (``rfft2``'s half; the PSF wrapped around if larger)."""
+    return np.abs(np.fft.rfft2(psf_grid(psf, shape))) ** 2
+
+
+def spectrum_mean(values: np.ndarray, width: int) -> float:
+    """The mean over the whole ``(H, width)`` FFT grid of a real, symmetric spectrum given on ``rfft2``'s half.
+
+    Every column of the half but the first (and, for an even ``width``, the last)
+    stands for itself and its mirror image.
+    """
+    total = 2 * float(np.sum(values)) - float(np.sum(values[..., 0]))
+    if width % 2 == 0:
+        total -= float(np.sum(values[..., -1]))
+    return total / (values.shape[-2] * width)
 
 
 def spectral_noise(blurred: np.ndarray, psf: np.ndarray) -> float:
@@ -93,13 +104,18 @@ def spectral_noise(blurred: np.ndarray, psf: np.ndarray) -> float:
     """
     shape = blurred.shape[-2:]
     window = np.outer(np.hanning(shape[0]), np.hanning(shape[1]))
-    centred = blurred - blurred.mean(axis=(-2, -1), keepdims=True)
-    periodogram = np.abs(np.fft.fft2(centred * window)) ** 2 / np.sum(window**2)
+    scale = np.sum(window**2)
+    windowed = blurred - blurred.mean(axis=(-2, -1), keepdims=True)
+    windowed *= window
+    del window
+    # The periodogram is symmetric: rfft2's half holds every value once (twice for the mirrored columns).
+    periodogram = np.abs(scipy.fft.rfft2(windowed)) ** 2 / scale
+    del windowed
     with np.errstate(divide="ignore", invalid="ignore"):
         signal = blur_symbol(psf, shape) / gradient_symbol(shape)
     signal.flat[0] = np.inf  # the mean, removed above
     count = max(SPECTRAL_MIN_COUNT, int(SPECTRAL_SHARE * signal.size))
-    quiet = np.argsort(signal, axis=None)[:count]
+    quiet = np.argpartition(signal, min(count, signal.size - 1), axis=None)[:count]
     values = periodogram.reshape(periodogram.shape[0], -1)[:, quiet]
     return math.sqrt(float(np.median(values)) / math.log(2))
 

@@ -41,6 +41,14 @@ _TEXT_SUFFIXES = (".csv", ".txt")
 #: Samples per pixel along a motion-blur line.
 _MOTION_SAMPLES = 16
 
+#: A PSF read as numbers must sum to 1 within this factor. A blur moves light about without making or
+#: destroying it, so a PSF sums to 1; one that sums to ``s`` deblurs into a picture about ``1/s`` times as
+#: bright (a 3 x 3 box of ones: 9 times too dark), and one whose sum is near zero or tiny (``[[1e-200]]``)
+#: leaves nothing the data could determine: Tikhonov's penalty alone shapes the result.
+SUM_FACTOR = 2.0
+#: Within that factor, a sum farther than this from 1 gets a note (the result's brightness is off by as much).
+SUM_NOTE = 0.05
+
 
 @dataclass(frozen=True)
 class CausalKernel:
@@ -99,10 +107,45 @@ def validate_psf(psf, source: str) -> np.ndarray:
     return psf
 
 
+def check_sum(psf: np.ndarray, source: str) -> None:
+    """Refuse a PSF whose sum is not within a factor :data:`SUM_FACTOR` of 1.
+
+    Parameters
+    ----------
+    psf : numpy.ndarray
+        A validated PSF.
+    source : str
+        Where it came from, for the message.
+
+    Raises
+    ------
+    CliError
+        Saying what the PSF sums to and how to normalize it.
+    """
+    with np.errstate(over="ignore"):
+        total = float(psf.sum())
+    if 1 / SUM_FACTOR <= total <= SUM_FACTOR:
+        return
+    raise CliError(
+        f"PSF {source} sums to {total:.3g}, not about 1: a blur keeps the picture's brightness, so its PSF sums to 1 "
+        f"(accepted: {1 / SUM_FACTOR:g} to {SUM_FACTOR:g}); normalize it (psf / psf.sum())"
+    )
+
+
+def sum_note(psf: np.ndarray, source: str) -> str | None:
+    """A note for a PSF whose sum is more than :data:`SUM_NOTE` from 1 (within :func:`check_sum`'s range), else None."""
+    total = float(psf.sum())
+    if abs(total - 1) <= SUM_NOTE:
+        return None
+    return (f"PSF {source} sums to {total:.3g}, not 1: the result will be about {1 / total:.3g} times as bright as "
+            "with the PSF normalized (psf / psf.sum())")
+
+
 def load_psf(path: str | Path) -> np.ndarray:
     """Read a PSF from ``.npy``, ``.csv``/``.txt`` (numbers) or an image file.
 
-    Numbers are kept as they are; an image PSF is scaled to sum to one.
+    Numbers are kept as they are, and must sum to 1 within a factor
+    :data:`SUM_FACTOR` (:func:`check_sum`); an image PSF is scaled to sum to one.
 
     Raises
     ------
@@ -123,7 +166,9 @@ def load_psf(path: str | Path) -> np.ndarray:
                 psf = np.loadtxt(path, delimiter="," if suffix == ".csv" else None, ndmin=2)
         except (OSError, ValueError, EOFError) as exc:
             raise CliError(f"cannot read PSF file {path}: {exc}") from None
-        return validate_psf(psf, str(path))
+        psf = validate_psf(psf, str(path))
+        check_sum(psf, str(path))
+        return psf
     image = read_image(path)
     if image.data.shape[0] != 1:
         raise CliError(f"PSF image {path} must be greyscale, got {image.data.shape[0]} channels")
@@ -197,6 +242,20 @@ def crop_to_support(psf: np.ndarray) -> np.ndarray:
     return psf[ch - dr : ch + dr + 1, cw - dc : cw + dc + 1]
 
 
+def psf_grid(psf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``psf`` on a ``shape`` grid with its centre at ``[0, 0]`` (wrapped around; summed where larger than the grid).
+
+    Its FFT is the PSF's transfer function: circular convolution with this grid
+    blurs as ``convolve2d(mode="same")`` does, away from the wrap-around.
+    """
+    grid = np.zeros(shape)
+    kh, kw = psf.shape
+    rows = (np.arange(kh) - kh // 2) % shape[0]
+    cols = (np.arange(kw) - kw // 2) % shape[1]
+    np.add.at(grid, (rows[:, None], cols[None, :]), psf)
+    return grid
+
+
 def quadrant_slices(shape: tuple[int, int], orientation: str) -> tuple[slice, slice]:
     """The rows and columns of an odd-sized PSF of ``shape`` that ``orientation``'s causal convolution reads.
 
@@ -246,31 +305,6 @@ def psf_of(kernel: CausalKernel) -> np.ndarray:
     psf = np.zeros((2 * kh - 1, 2 * kw - 1))
     psf[quadrant_slices(psf.shape, kernel.orientation)] = kernel.weight[::-1, ::-1]
     return psf
-
-
-def split_psf(psf: np.ndarray) -> list[CausalKernel]:
-    """Write any PSF as a sum of causal convolutions, one per nonempty quadrant.
-
-    Every PSF entry goes to exactly one part (the centre row and column to the
-    "high" side), so blurring with ``psf`` equals the sum of ``conv`` over the parts.
-    """
-    psf = crop_to_support(psf)
-    ch, cw = psf.shape[0] // 2, psf.shape[1] // 2
-    r = np.arange(psf.shape[0])[:, None]
-    c = np.arange(psf.shape[1])[None, :]
-    owner = {
-        "TL": (r >= ch) & (c >= cw),
-        "TR": (r >= ch) & (c < cw),
-        "BL": (r < ch) & (c >= cw),
-        "BR": (r < ch) & (c < cw),
-    }
-    parts = []
-    for orientation in ic.ORIENTATIONS:
-        part = np.where(owner[orientation], psf, 0.0)
-        if part.any():
-            quadrant = part[quadrant_slices(psf.shape, orientation)]
-            parts.append(CausalKernel(quadrant[::-1, ::-1].copy(), orientation))
-    return parts
 
 
 class NotSafeForExact(CliError):
