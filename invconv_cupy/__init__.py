@@ -3,7 +3,9 @@
 ``conv``, ``solve``, ``conv_vjp``, ``solve_vjp`` and ``logdet`` take NumPy
 arrays, CuPy arrays, torch tensors or any DLPack array and return the caller's
 kind of array. CPU arrays run on a vectorized NumPy path, CUDA arrays on
-hand-written CUDA kernels (through CuPy). See ``SPEC.md`` for the operator.
+hand-written CUDA kernels (through CuPy). The operator's contract (shapes,
+orientations, the anchor tap, errors) is in the README's "The operator" section;
+``anchor_index`` gives the anchor tap's position for each orientation.
 """
 
 import importlib
@@ -14,10 +16,12 @@ __version__ = "0.1.0"
 # the package (and the command line) stays cheap until NumPy is needed.
 _EXPORTS = {
     "conv": "api", "solve": "api", "conv_vjp": "api", "solve_vjp": "api", "logdet": "api",
-    "ORIENTATIONS": "orientation", "BACKENDS": "backends",
+    "ORIENTATIONS": "orientation", "anchor_index": "orientation", "BACKENDS": "backends",
 }
 
-__all__ = ["conv", "solve", "conv_vjp", "solve_vjp", "logdet", "ORIENTATIONS", "BACKENDS", "__version__"]
+__all__ = [
+    "conv", "solve", "conv_vjp", "solve_vjp", "logdet", "anchor_index", "ORIENTATIONS", "BACKENDS", "__version__",
+]
 
 
 def __getattr__(name):

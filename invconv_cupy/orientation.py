@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 ORIENTATIONS = ("TL", "TR", "BL", "BR")
@@ -30,6 +31,61 @@ _BY_NAME = {
     "BL": Orientation("BL", True, False),
     "BR": Orientation("BR", True, True),
 }
+
+
+def anchor_index(orientation: str, kernel_size) -> tuple[int, int]:
+    """The position ``(a, e)`` of the anchor tap in a weight of ``kernel_size`` for ``orientation``.
+
+    The anchor tap multiplies the output pixel's own position; its channel
+    matrix ``weight[:, :, a, e]`` is used lower-triangular, and its diagonal must
+    be nonzero for ``solve`` (``log|det T| = H * W * sum_o log|weight[o, o, a, e]|``).
+    It sits at the kernel's corner towards which the orientation looks away:
+
+    ==========  ==================
+    orientation ``(a, e)``
+    ==========  ==================
+    ``"TL"``    ``(KH - 1, KW - 1)``
+    ``"TR"``    ``(KH - 1, 0)``
+    ``"BL"``    ``(0, KW - 1)``
+    ``"BR"``    ``(0, 0)``
+    ==========  ==================
+
+    Parameters
+    ----------
+    orientation : {"TL", "TR", "BL", "BR"}
+    kernel_size : int or tuple of two ints
+        ``K`` for a square ``K x K`` kernel, or ``(KH, KW)``; each at least 1.
+
+    Returns
+    -------
+    tuple of two ints
+
+    Raises
+    ------
+    ValueError
+        For an unknown orientation or a size below 1.
+    TypeError
+        For a size that is not an int or a pair of ints.
+
+    Examples
+    --------
+    >>> import invconv_cupy as ic
+    >>> ic.anchor_index("TR", 3)
+    (2, 0)
+    >>> ic.anchor_index("BL", (2, 5))
+    (0, 4)
+    """
+    orient = parse_orientation(orientation)
+    size = (kernel_size, kernel_size) if isinstance(kernel_size, numbers.Integral) else kernel_size
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in size)
+    ):
+        raise TypeError(f"kernel_size must be an int or a pair of ints (KH, KW), got {kernel_size!r}")
+    if min(size) < 1:
+        raise ValueError(f"kernel_size must be at least 1, got {kernel_size!r}")
+    return orient.anchor(int(size[0]), int(size[1]))
 
 
 def parse_orientation(orientation) -> Orientation:

@@ -100,7 +100,7 @@ def test_saturated_integer_pictures_are_not_written(tmp_path, capsys, rng, gain)
     """A finite result far outside the 8-bit range would clip to an all-white (or all-black) picture."""
     _save_png(tmp_path / "in.png", synthetic_image(rng, shape=(16, 24)))
     np.save(tmp_path / "tiny.npy", np.array([[1 / gain]]))
-    code, _, err = run_cli(capsys, "apply", tmp_path / "in.png", "--psf", tmp_path / "tiny.npy",
+    code, _, err = run_cli(capsys, "apply", tmp_path / "in.png", "--psf", tmp_path / "tiny.npy", "--method", "exact",
                            "-o", tmp_path / "out.png")
     assert code == 2
     assert re.search(r"out\.png not written: 100% of the result lies more than a full range outside.*"
@@ -202,7 +202,7 @@ def test_cupy_that_cannot_be_imported_means_no_gpu(tmp_path, rng, device):
                            "-o", "out.npy", "--device", device], cwd=tmp_path, capture_output=True, text=True, env=env)
     if device == "auto":
         assert done.returncode == 0, done.stderr
-        assert done.stderr == "" and "in.npy -> out.npy: exact" in done.stdout
+        assert done.stderr == "" and "in.npy -> out.npy: " in done.stdout
     else:
         assert done.returncode == 2
         assert re.fullmatch(rf"{PROG}: error: --device cuda: no CUDA GPU can be used: CuPy cannot be imported "
@@ -220,10 +220,10 @@ def noisy_libraries(monkeypatch):
 
     real = methods.choose_lambda
 
-    def choose_lambda_with_warnings(blurred):
+    def choose_lambda_with_warnings(*args):
         for k in range(27):
             warnings.warn_explicit(f"overflow encountered in matmul ({k})", RuntimeWarning, "numpy_backend.py", k)
-        return real(blurred)
+        return real(*args)
 
     monkeypatch.setattr(methods, "choose_lambda", choose_lambda_with_warnings)
     import invconv_cupy.cli.apply

@@ -89,12 +89,23 @@ def test_bad_inputs_are_refused(tmp_path, make, words):
         read_image(path)
 
 
-def test_rgba_png_is_refused(tmp_path):
+def test_rgba_png_keeps_its_alpha_apart(tmp_path, rng):
     from PIL import Image
 
-    Image.new("RGBA", (4, 4)).save(tmp_path / "a.png")
-    with pytest.raises(CliError, match="mode RGBA"):
-        read_image(tmp_path / "a.png")
+    pixels = rng.integers(0, 256, (4, 5, 4)).astype(np.uint8)
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "a.png")
+    image = read_image(tmp_path / "a.png")
+    assert image.channels == 3 and image.dtype == np.uint8
+    np.testing.assert_array_equal(image.alpha, pixels[..., 3])
+    np.testing.assert_array_equal(encode(image.data, image.dtype, image.alpha), pixels)
+
+
+def test_cmyk_jpeg_is_refused(tmp_path):
+    from PIL import Image
+
+    Image.new("CMYK", (4, 4)).save(tmp_path / "a.jpg")
+    with pytest.raises(CliError, match="mode CMYK"):
+        read_image(tmp_path / "a.jpg")
 
 
 def test_missing_file(tmp_path):

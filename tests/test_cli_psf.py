@@ -61,27 +61,10 @@ def test_quadrants_of_lines_and_points():
 
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
-def test_stable_psf_passes_and_matches_its_quadrant(rng, orientation):
+def test_stable_psf_matches_its_quadrant(rng, orientation):
     psf = stable_quadrant_psf(rng, orientation)
     kernel = P.exact_kernel(psf)
     assert kernel.orientation == orientation
-    assert P.inverse_growth(kernel) < P.MAX_GROWTH
-
-
-def test_uniform_line_is_marginal_and_refused():
-    # 1 + z + ... + z^4 has zeros on the unit circle: the inverse never decays.
-    line = P.motion_psf(5, 0)
-    assert 0.1 < P.inverse_growth(P.causal_kernel(line, "TL")) < 10
-    with pytest.raises(P.NotSafeForExact, match="unstable.*tikhonov"):
-        P.exact_kernel(line)
-
-
-def test_small_centre_is_unstable_and_refused():
-    psf = np.zeros((3, 3))
-    psf[1, 1], psf[1, 2] = 0.1, 0.9  # 0.1 + 0.9 z: a zero inside the unit disk
-    assert P.inverse_growth(P.causal_kernel(psf, "TL")) > 1e6
-    with pytest.raises(P.NotSafeForExact, match="unstable"):
-        P.exact_kernel(psf)
 
 
 def test_refusals_name_the_reason():
@@ -103,12 +86,6 @@ def test_motion_psf(angle, quadrant):
     assert psf[psf.shape[0] // 2, psf.shape[1] // 2] > 0
     assert quadrant in P.quadrants_of(psf)
     np.testing.assert_array_equal(P.motion_psf(1, angle), [[1.0]])
-
-
-def test_demo_kernel_has_a_stable_inverse_and_decay_matters():
-    assert P.inverse_growth(P.exact_kernel(P.motion_psf(9, 30, 0.85))) < P.MAX_GROWTH
-    with pytest.raises(P.NotSafeForExact):
-        P.exact_kernel(P.motion_psf(9, 30))
 
 
 def test_gaussian_psf():

@@ -213,6 +213,16 @@ def test_dequantize_stays_in_each_values_bin(generator):
         dequantize(u, levels)
 
 
+def test_dequantize_keeps_the_top_of_each_bin_inside_it(generator):
+    # In float32, 255 + noise rounds up to 256 for noise above 1 - 2**-17: about 8 in
+    # a million draws here, each of which would land on the next bin's edge.
+    levels = 256
+    x = torch.full((1_000_000,), levels - 1, dtype=torch.uint8)
+    x[::2] = torch.randint(128, levels, (500_000,), generator=generator, dtype=torch.uint8)
+    u = dequantize(x, levels, generator)
+    assert torch.equal(quantize(u, levels), x.long()) and (u < 1).all()
+
+
 def test_short_training_lowers_held_out_bpd(generator):
     from invconv_cupy.flowcli.data import load
     from invconv_cupy.flowcli.scoring import score

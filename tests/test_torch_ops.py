@@ -125,6 +125,27 @@ def test_convolutions_run_on_torch_and_the_route_sends_them_to_our_code(rng, dev
             pass
 
 
+@pytest.mark.parametrize("orientation", ["TL", "BR"])
+def test_results_of_our_code_reach_torch_for_every_shape(rng, orientation):
+    """On the CPU our code's results come back through torch.from_numpy, which refuses negative
+    strides: flipped axes of length one (BR, 1x1 images and kernels) included, values and
+    gradients match the oracle."""
+    for B, C, H, W, KH, KW in SHAPES:
+        w = weight(rng, C, KH, KW, orientation, requires_grad=True)
+        x = randn(rng, (B, C, H, W), requires_grad=True)
+        g = randn(rng, (B, C, H, W))
+        dense = Dense(w.detach().numpy(), H, W, orientation)
+        with ict.conv_route("invconv_cupy"):
+            y, z = ict.conv(x, w, orientation), ict.solve(x, w, orientation)
+            grads = [torch.autograd.grad(out, (x, w), g) for out in (y, z)]
+        assert_close(y, dense.conv(x.detach().numpy()), torch.float64)
+        assert_close(z, dense.solve(x.detach().numpy()), torch.float64)
+        expected = dense.conv_vjp(g.numpy(), x.detach().numpy()), dense.solve_vjp(g.numpy(), z.detach().numpy())
+        for got, want in zip(grads, expected):
+            assert_close(got[0], want[0], torch.float64)
+            assert_close(got[1], want[1], torch.float64)
+
+
 @pytest.mark.parametrize("path", OPS)
 def test_empty_batch(rng, path):
     w = weight(rng, 2, 2, 2, "TL", requires_grad=True)

@@ -1,9 +1,10 @@
 """The ops' work on validated tensors: which code computes what.
 
 ``solve`` and the transposed solve run on our own code through the functional
-API (:mod:`invconv_cupy.api`): the NumPy path for CPU tensors, the CuPy kernels
-for CUDA tensors (zero-copy through DLPack, on torch's current stream with
-torch's allocator, see :mod:`._cuda`, never synchronizing with the host).
+API (:mod:`invconv_cupy.api`): the NumPy path for CPU tensors (as zero-copy
+NumPy views), the CuPy kernels for CUDA tensors (zero-copy through DLPack, on
+torch's current stream with torch's allocator, see :mod:`._cuda`, never
+synchronizing with the host).
 ``conv``, its transpose and the weight gradients run on torch's own
 convolutions (:mod:`._conv2d`: oneDNN, cuDNN), so that sampling a flow costs
 what a plain convolution costs; :func:`conv_route` sends them to the
@@ -100,27 +101,42 @@ def weight_grad_of_solve(grad_y: Tensor, x: Tensor, weight: Tensor, orientation:
 # convolutions need no detach; the functional API refuses tensors that require grad.
 
 
+def _on_our_code(function, *tensors: Tensor, **options):
+    """``function`` of the functional API on ``tensors``, its results as tensors.
+
+    CPU tensors go in as zero-copy NumPy views (``Tensor.numpy(force=True)``
+    applies a negative or conjugate bit, as the API's DLPack import does) and
+    come back through ``torch.from_numpy``: torch's DLPack export and device
+    queries cost more than the API's own checks (some 20 us a call, which shows
+    at 8 x 8). CUDA tensors
+    go through DLPack, on torch's current stream with torch's allocator.
+    """
+    device = tensors[0].device
+    if device.type == "cpu":
+        results = function(*(t.numpy(force=True) for t in tensors), **options)
+        return torch.from_numpy(results) if not isinstance(results, tuple) else tuple(map(torch.from_numpy, results))
+    with torch_launch_context(device):
+        return function(*(t.detach() for t in tensors), **options)
+
+
 def conv(x: Tensor, weight: Tensor, orientation: str) -> Tensor:
     if on_torch():
         with torch_convolutions(x.device):
             return _conv2d.conv(x, weight, orientation, _pad(x))
-    with torch_launch_context(x.device):
-        return ic.conv(x.detach(), weight.detach(), orientation)
+    return _on_our_code(ic.conv, x, weight, orientation=orientation)
 
 
 def conv_vjp(grad_y: Tensor, x: Tensor, weight: Tensor, orientation: str) -> tuple[Tensor, Tensor]:
     if on_torch():
         with torch_convolutions(x.device):
             return conv_vjp_on_torch(grad_y, x, weight, orientation, _pad(x))
-    with torch_launch_context(x.device):
-        return ic.conv_vjp(grad_y.detach(), x.detach(), weight.detach(), orientation)
+    return _on_our_code(ic.conv_vjp, grad_y, x, weight, orientation=orientation)
 
 
 def solve(y: Tensor, weight: Tensor, orientation: str, transpose: bool = False) -> Tensor:
     """``T^-1 y``, or ``T^-T y`` when ``transpose``."""
     # The anchor diagonal is checked where that costs no device synchronization.
-    with torch_launch_context(y.device):
-        return ic.solve(y.detach(), weight.detach(), orientation, check=y.device.type == "cpu", transpose=transpose)
+    return _on_our_code(ic.solve, y, weight, orientation=orientation, check=y.device.type == "cpu", transpose=transpose)
 
 
 def solve_vjp(grad_x: Tensor, x: Tensor, weight: Tensor, orientation: str) -> tuple[Tensor, Tensor]:
@@ -128,5 +144,4 @@ def solve_vjp(grad_x: Tensor, x: Tensor, weight: Tensor, orientation: str) -> tu
         grad_y = solve(grad_x, weight, orientation, transpose=True)
         with torch_convolutions(x.device):
             return grad_y, weight_grad_of_solve(grad_y, x, weight, orientation, _pad(x))
-    with torch_launch_context(x.device):
-        return ic.solve_vjp(grad_x.detach(), x.detach(), weight.detach(), orientation, check=False)
+    return _on_our_code(ic.solve_vjp, grad_x, x, weight, orientation=orientation, check=False)

@@ -29,6 +29,9 @@ def _check_levels(levels) -> int:
 def dequantize(x: Tensor, levels: int, generator: torch.Generator | None = None, dtype=torch.float32) -> Tensor:
     """``(x + U[0, 1)) / levels``: integer data as points in ``[0, 1)``, uniform within each value's bin.
 
+    Every point lies inside its own bin as ``quantize`` sees it, and below 1:
+    ``quantize(dequantize(x, levels), levels) == x``.
+
     Parameters
     ----------
     x : Tensor of an integer dtype
@@ -43,7 +46,18 @@ def dequantize(x: Tensor, levels: int, generator: torch.Generator | None = None,
     if x.is_floating_point() or x.is_complex():
         raise TypeError(f"x must hold integer pixel values, got dtype {x.dtype}")
     noise = torch.rand(x.shape, generator=generator, dtype=dtype, device=x.device)
-    return (x.to(dtype) + noise) / levels
+    x = x.to(dtype)
+    u = (x + noise) / levels
+    # Rounding can put ``x + noise`` (noise just below 1) or the division on the
+    # next bin's edge; step such points back inside their own bin, one ulp at a
+    # time, so that ``quantize(dequantize(x)) == x`` always holds.
+    for _ in range(8):
+        bins = torch.floor(u * levels)  # unclamped: u == 1 is outside the top bin
+        if bool((bins == x).all()):
+            return u
+        u = torch.where(bins > x, torch.nextafter(u, torch.zeros_like(u)),
+                        torch.where(bins < x, torch.nextafter(u, torch.ones_like(u)), u))
+    raise AssertionError("dequantize could not place every point inside its bin")
 
 
 def quantize(u: Tensor, levels: int) -> Tensor:

@@ -8,10 +8,10 @@ that every tap is one contiguous slice: a tap costs one matrix product. Kernels
 with many taps convolve by FFT instead (float64 inside).
 
 The solve is a wavefront over anti-diagonals on a *skewed* copy of the image
-(see :func:`_wavefront_tl`): each channel of each anti-diagonal is one
-contiguous row, so the taps of one step are strided views of earlier rows and a
-step is one batched matrix product, whatever the kernel size; there are
-``H + W - 1`` steps.
+(:mod:`.numpy_wavefront`): each channel of each anti-diagonal is one contiguous
+row, so the taps of one step are strided views of earlier rows and a step is one
+batched matrix product, whatever the kernel size; there are ``H + W - 1`` steps.
+The transposed solve is the same wavefront from the opposite corner.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 import scipy.fft
 
 from ..orientation import Orientation
+from . import numpy_wavefront
 
 name = "numpy"
 xp = np
@@ -32,6 +33,16 @@ def _to_tl(a, orient: Orientation):
     if orient.flip_w:
         a = a[..., ::-1]
     return a
+
+
+def _fresh(a):
+    """A C-contiguous copy of ``a`` with the usual positive strides.
+
+    Always a copy, unlike ``np.ascontiguousarray``, which returns ``a`` itself
+    when numpy deems it contiguous: a view of kept memory, or one with negative
+    strides on flipped axes of length 1 (which ``torch.from_numpy`` refuses).
+    """
+    return np.array(a, order="C")
 
 
 def _masked_tl_weight(w, orient: Orientation):
@@ -106,7 +117,7 @@ def conv(x, w, orient: Orientation, transpose: bool = False):
         y = _conv_tl(x[..., ::-1, ::-1], w.swapaxes(0, 1))[..., ::-1, ::-1]
     else:
         y = _conv_tl(x, w)
-    return np.ascontiguousarray(_to_tl(y, orient))
+    return _fresh(_to_tl(y, orient))
 
 
 def weight_grad(g, x, kernel_size, orient: Orientation, scale: float = 1.0):
@@ -127,76 +138,22 @@ def weight_grad(g, x, kernel_size, orient: Orientation, scale: float = 1.0):
     gw[:, :, -1, -1] = np.tril(gw[:, :, -1, -1])
     if scale != 1.0:
         gw *= scale
-    return np.ascontiguousarray(_to_tl(gw, orient))
-
-
-def _wavefront_tl(y, w, anchor_inverse):
-    """Solve ``M x = y`` in the TL frame, where ``M`` has the off-anchor taps of
-    ``w`` (C, C, KH, KW) and the anchor matrix ``inv(anchor_inverse)``.
-
-    The solution lives in a skewed store of 2-D shape (rows, R*B): channel ``c``
-    of pixel ``(i, j)``, batch ``b``, is at row ``C*(i+j+DP) + C-1-c``, column
-    ``(i+PH-1)*B + b``. In that layout the taps ``(p, q)`` of one ``p`` read
-    ``PW*C`` consecutive rows of one column range, an ordinary strided matrix,
-    so a step is one batched matrix product on a view, with no gather copies. The
-    rows of the current diagonal start out holding ``y``; the anchor block of
-    the weights is ``anchor_inverse``. Returns a (H, W, B, C) view of ``x``.
-    """
-    B, C, H, W = y.shape
-    KH, KW = w.shape[2:]
-    PH, PW = min(KH, H), min(KW, W)  # taps further away only ever read zero padding
-    w = w[:, :, KH - PH :, KW - PW :]
-    DP = PH + PW - 2
-    R = H + PH - 1
-    dtype = y.dtype
-    item = dtype.itemsize
-
-    # blocks[p][C-1-o, (PW-1-q)*C + C-1-c] = -(A^-1 w_tap(p, q))[o, c]; the anchor block is A^-1.
-    taps = -np.einsum("ok,kcpq->pqoc", anchor_inverse, w[:, :, ::-1, ::-1].astype(np.float64))
-    taps[0, 0] = anchor_inverse
-    blocks = np.ascontiguousarray(taps[:, ::-1, ::-1, ::-1].transpose(0, 2, 1, 3).reshape(PH, C, PW * C), dtype=dtype)
-
-    store = np.zeros(((H + W - 1 + DP) * C, R * B), dtype=dtype)
-    row = R * B
-    pixels = np.ndarray((H, W, B, C), dtype, store, ((DP * C + C - 1) * row + (PH - 1) * B) * item,
-                        ((C * row + B) * item, C * row * item, item, -row * item))
-    pixels[...] = y.transpose(2, 3, 0, 1)
-    # For step d, the taps of shift p read rows [C*(d+DP-p-PW+1), +PW*C) and columns
-    # shifted by -p*B: one 3-D view over p, so a step is one batched matrix product.
-    p_stride = -(C * row + B) * item
-    products = np.empty((PH, C, min(H, W) * B), dtype=dtype)
-    for d in range(H + W - 1):
-        i0, i1 = max(0, d - W + 1), min(H - 1, d)
-        n = (i1 - i0 + 1) * B
-        col = (i0 + PH - 1) * B
-        sources = np.ndarray((PH, PW * C, n), dtype, store, (C * (d + DP - PW + 1) * row + col) * item,
-                             (p_stride, row * item, item))
-        out = products[:, :, :n]
-        np.matmul(blocks, sources, out=out)
-        np.sum(out, axis=0, out=store[C * (d + DP) : C * (d + DP + 1), col : col + n])
-    return pixels
-
-
-def _lower_inverse(a):
-    """Inverse of the lower-triangular ``a`` by substitution; a zero diagonal gives inf/nan, not an error
-    (the API checks the diagonal unless told not to, as on the GPU)."""
-    inverse = np.zeros_like(a)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for i in range(a.shape[0]):
-            inverse[i] = -(a[i, :i] @ inverse[:i])
-            inverse[i, i] += 1.0
-            inverse[i] /= a[i, i]
-    return inverse
+    return _fresh(_to_tl(gw, orient))
 
 
 def solve(y, w, orient: Orientation, transpose: bool = False):
     """``T^-1 y`` (or ``T^-T y`` when ``transpose``)."""
-    w = _masked_tl_weight(w, orient)
-    a_inv = _lower_inverse(w[:, :, -1, -1].astype(np.float64))
+    B, C, H, W = y.shape
+    w = _to_tl(w, orient)
+    reach = (min(w.shape[2], H), min(w.shape[3], W))  # taps further away only ever read zero padding
     y = _to_tl(y, orient)
     if transpose:
         # T^-T solves from the opposite corner with channel-swapped taps.
-        pixels = _wavefront_tl(y[..., ::-1, ::-1], w.swapaxes(0, 1), a_inv.T)[::-1, ::-1]
-    else:
-        pixels = _wavefront_tl(y, w, a_inv)
-    return np.ascontiguousarray(_to_tl(pixels.transpose(2, 3, 0, 1), orient))
+        y = y[..., ::-1, ::-1]
+    plan = numpy_wavefront.wavefront(y.shape, reach, y.dtype)
+    plan.load(y)
+    plan.run(numpy_wavefront.tap_blocks(w, reach, y.dtype, transpose))
+    x = plan.pixels.transpose(2, 3, 0, 1)
+    if transpose:
+        x = x[..., ::-1, ::-1]
+    return _fresh(_to_tl(x, orient))  # a copy: the store is kept for the next solve

@@ -2,6 +2,8 @@
 
 Inside the command line an image is a ``(C, H, W)`` float64 array: integer
 images scaled to ``[0, 1]`` by their dtype's maximum, float images as stored.
+An alpha channel (grey+alpha, RGBA) is kept aside, as stored, and written back
+unchanged; palette and bilevel images are converted to RGB(A) and grey.
 Output keeps the input's dtype: integer images are clipped to their range and
 rounded, float images are written as they are. Every file is checked and
 written through :mod:`.output`: never a NaN, overflowed or saturated picture,
@@ -34,6 +36,16 @@ _WRITABLE = {
 }
 _WRITABLE[".tiff"] = _WRITABLE[".tif"]
 _WRITABLE[".jpeg"] = _WRITABLE[".jpg"]
+#: The formats and dtypes that can store an alpha channel beside grey or RGB.
+_WRITABLE_ALPHA = {
+    ".png": (np.dtype(np.uint8),),
+    ".tif": tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.float32, np.float64)),
+}
+_WRITABLE_ALPHA[".tiff"] = _WRITABLE_ALPHA[".tif"]
+
+#: Pillow modes read as they are; those converted first (palette, bilevel, palette+alpha).
+_PILLOW_MODES = ("L", "LA", "RGB", "RGBA", "I;16")
+_PILLOW_CONVERT = {"P": "RGB", "PA": "RGBA", "1": "L"}
 
 
 @dataclass(frozen=True)
@@ -44,14 +56,17 @@ class Image:
     ----------
     path : Path
     data : numpy.ndarray, shape (C, H, W), float64
-        Integer images scaled to ``[0, 1]``, float images as stored.
+        Integer images scaled to ``[0, 1]``, float images as stored (alpha not included).
     dtype : numpy.dtype
         The stored dtype, which the output keeps.
+    alpha : numpy.ndarray or None, shape (H, W)
+        The alpha channel as stored (``dtype``), passed through to the output.
     """
 
     path: Path
     data: np.ndarray
     dtype: np.dtype
+    alpha: np.ndarray | None = None
 
     @property
     def channels(self) -> int:
@@ -65,11 +80,19 @@ def _pixels_from_pillow(path: Path) -> np.ndarray:
     with PILImage.open(path) as im:
         # A tile's fourth field is its decoder arguments, the raw mode first ("RGB;16B": 16 bits per sample).
         raw_modes = {tile[3] if isinstance(tile[3], str) else tile[3][0] for tile in im.tile}
-        if im.mode == "RGB" and any(";16" in str(mode) for mode in raw_modes):
-            raise CliError(f"{path} is a 16-bit RGB PNG, which Pillow reads only as 8-bit; save it as a 16-bit TIFF")
-        if im.mode not in ("L", "RGB", "I;16"):
+        if im.mode in ("RGB", "RGBA", "LA") and any(";16" in str(mode) for mode in raw_modes):
             raise CliError(
-                f"{path} has image mode {im.mode}; only 8-bit grey (L), 16-bit grey (I;16) and RGB are supported"
+                f"{path} is a 16-bit {im.mode} PNG, which Pillow reads only as 8-bit; save it as a 16-bit TIFF"
+            )
+        if im.mode in _PILLOW_CONVERT:
+            target = _PILLOW_CONVERT[im.mode]
+            if im.mode == "P" and "transparency" in im.info:
+                target = "RGBA"
+            return np.asarray(im.convert(target))
+        if im.mode not in _PILLOW_MODES:
+            raise CliError(
+                f"{path} has image mode {im.mode}; supported: 8-bit grey (L), 16-bit grey (I;16), RGB, each with or "
+                "without alpha (LA, RGBA), and palette (P, PA) or bilevel (1) images, converted"
             )
         return np.asarray(im)
 
@@ -85,8 +108,10 @@ def _pixels_from_tiff(path: Path) -> np.ndarray:
         pixels = np.moveaxis(pixels, 0, -1)
     elif axes not in ("YX", "YXS"):
         raise CliError(f"{path} is a TIFF with axes {axes!r}; only one grey or RGB image (YX, YXS, SYX) is supported")
-    if pixels.ndim == 3 and pixels.shape[-1] not in (1, 3):
-        raise CliError(f"{path} has {pixels.shape[-1]} samples per pixel; only grey (1) and RGB (3) are supported")
+    if pixels.ndim == 3 and pixels.shape[-1] not in (1, 2, 3, 4):
+        raise CliError(
+            f"{path} has {pixels.shape[-1]} samples per pixel; supported: grey (1), grey+alpha (2), RGB (3), RGBA (4)"
+        )
     return pixels
 
 
@@ -94,7 +119,8 @@ def read_image(path: str | Path) -> Image:
     """Read an image or a ``.npy`` float array.
 
     ``.npy`` arrays are ``(H, W)`` or ``(H, W, C)`` (channels last) and must be
-    floating point; images are 8- or 16-bit grey or RGB, or float TIFF.
+    floating point; images are 8- or 16-bit grey or RGB, or float TIFF; in
+    images, a second (grey) or fourth (RGB) channel is alpha.
 
     Raises
     ------
@@ -129,19 +155,27 @@ def read_image(path: str | Path) -> Image:
         pixels = pixels[:, :, None]
     if min(pixels.shape) < 1:
         raise CliError(f"{path} is empty (shape {pixels.shape})")
+    alpha = None
+    if suffix != ".npy" and pixels.shape[-1] in (2, 4):
+        pixels, alpha = pixels[..., :-1], np.ascontiguousarray(pixels[..., -1])
     data = np.moveaxis(pixels, -1, 0).astype(np.float64)
     if dtype in _INTEGER_DTYPES:
         data /= np.iinfo(dtype).max
     elif not np.isfinite(data).all():
         raise CliError(f"{path} contains NaN or Inf")
-    return Image(path, np.ascontiguousarray(data), dtype)
+    return Image(path, np.ascontiguousarray(data), dtype, alpha)
 
 
-def check_writable(path: Path, dtype: np.dtype, channels: int) -> None:
-    """Raise ``CliError`` unless ``path``'s format stores ``channels`` channels of ``dtype``."""
+def check_writable(path: Path, dtype: np.dtype, channels: int, alpha: bool = False) -> None:
+    """Raise ``CliError`` unless ``path``'s format stores ``channels`` channels of ``dtype`` (plus alpha with ``alpha``)."""
     suffix = path.suffix.lower()
     if suffix not in _WRITABLE:
         raise CliError(f"{path}: unsupported output type {suffix or '(none)'}; expected one of {', '.join(SUFFIXES)}")
+    if alpha and np.dtype(dtype) not in _WRITABLE_ALPHA.get(suffix, ()):
+        raise CliError(
+            f"{path}: a {suffix} file cannot hold {np.dtype(dtype)} data with alpha; the output keeps the input's "
+            "type and alpha, so choose another output format (.png for 8-bit, .tif)"
+        )
     allowed = _WRITABLE[suffix].get(np.dtype(dtype), ())
     if allowed is not None and channels not in allowed:
         kinds = ", ".join(
@@ -154,27 +188,30 @@ def check_writable(path: Path, dtype: np.dtype, channels: int) -> None:
         )
 
 
-def encode(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def encode(data: np.ndarray, dtype: np.dtype, alpha: np.ndarray | None = None) -> np.ndarray:
     """``(C, H, W)`` float64 data as the ``(H, W)`` or ``(H, W, C)`` array of ``dtype`` to store.
 
     Integer dtypes: clipped to ``[0, 1]``, scaled to the dtype's range, rounded.
+    ``alpha`` (as stored, ``(H, W)``) becomes the last channel unchanged.
     """
     dtype = np.dtype(dtype)
     if dtype in _INTEGER_DTYPES:
         top = np.iinfo(dtype).max
         data = np.rint(np.clip(data, 0.0, 1.0) * top)
     pixels = np.moveaxis(data, 0, -1).astype(dtype)
+    if alpha is not None:
+        pixels = np.concatenate([pixels, alpha[:, :, None].astype(dtype)], axis=-1)
     return pixels[:, :, 0] if pixels.shape[-1] == 1 else pixels
 
 
-def write_image(path: Path, data: np.ndarray, dtype: np.dtype) -> None:
-    """Write ``(C, H, W)`` float64 ``data`` to ``path`` in ``dtype`` (see :func:`encode`), atomically.
+def write_image(path: Path, data: np.ndarray, dtype: np.dtype, alpha: np.ndarray | None = None) -> None:
+    """Write ``(C, H, W)`` float64 ``data`` (and ``alpha``) to ``path`` in ``dtype`` (see :func:`encode`), atomically.
 
     Raises ``CliError`` for a result :func:`output.check_result` refuses, and when the file cannot be written.
     """
-    check_writable(path, dtype, data.shape[0])
+    check_writable(path, dtype, data.shape[0], alpha=alpha is not None)
     with np.errstate(invalid="ignore", over="ignore"):   # check_result reports what the cast could not keep
-        pixels = encode(data, dtype)
+        pixels = encode(data, dtype, alpha)
     check_result(path, data, pixels)
     suffix = path.suffix.lower()
     with atomic_output(path) as handle:
@@ -183,7 +220,9 @@ def write_image(path: Path, data: np.ndarray, dtype: np.dtype) -> None:
         elif suffix in (".tif", ".tiff"):
             import tifffile
 
-            tifffile.imwrite(handle, pixels, photometric="rgb" if pixels.ndim == 3 else "minisblack")
+            colour = data.shape[0] == 3
+            extra = {"extrasamples": ["unassalpha"]} if alpha is not None else {}
+            tifffile.imwrite(handle, pixels, photometric="rgb" if colour else "minisblack", **extra)
         else:
             from PIL import Image as PILImage
 
@@ -192,7 +231,7 @@ def write_image(path: Path, data: np.ndarray, dtype: np.dtype) -> None:
             PILImage.fromarray(pixels).save(handle, format=fmt, **options)
 
 
-def list_inputs(paths: list[str]) -> tuple[list[Path], bool]:
+def list_inputs(paths: list[str]) -> tuple[list[Path], bool, list[Path]]:
     """Expand the command line's inputs: files as given, folders to their supported files (sorted, not recursive).
 
     Returns
@@ -200,25 +239,29 @@ def list_inputs(paths: list[str]) -> tuple[list[Path], bool]:
     files : list of Path
     from_folder : bool
         Whether any input was a folder.
+    skipped : list of Path
+        Files in those folders that are not supported images (hidden files are ignored).
 
     Raises
     ------
     CliError
         For a missing input or a folder with no supported files.
     """
-    files, from_folder = [], False
+    files, from_folder, skipped = [], False, []
     for name in paths:
         path = Path(name)
         if path.is_dir():
             from_folder = True
-            found = sorted(
-                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith(".")
-            )
+            found, others = [], []
+            for p in sorted(path.iterdir()):
+                if p.is_file() and not p.name.startswith("."):
+                    (found if p.suffix.lower() in SUFFIXES else others).append(p)
             if not found:
                 raise CliError(f"folder {path} holds no {', '.join(SUFFIXES)} files")
             files.extend(found)
+            skipped.extend(others)
         elif path.exists():
             files.append(path)
         else:
             raise CliError(f"{path} does not exist")
-    return files, from_folder
+    return files, from_folder, skipped

@@ -14,18 +14,21 @@ The program (the console script, ``python -m invconv_cupy.cli``) starts in
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .device import DEVICES
 from .entry import OneLineParser, run_subcommand, wrap
+from .extra import missing_cli_modules
 from .program import PROG
 
 _PSF_HELP = """\
 PSF convention (as scikit-image's restoration functions):
   blurred = scipy.signal.convolve2d(sharp, psf, mode="same")
-a true convolution, the PSF centred at (kh//2, kw//2) (odd height and width),
-zero boundary. A PSF whose nonzero entries lie in one quadrant around its
-centre, with a nonzero centre, is a causal convolution and can be inverted
-exactly; 'fit' writes kernels in this convention.
+a true convolution, the PSF centred at (kh//2, kw//2) (odd height and width);
+for what lies beyond the image, see apply's --boundary. A PSF whose nonzero
+entries lie in one quadrant around its centre, with a nonzero centre, is a
+causal convolution and can be inverted exactly; 'fit' writes kernels in this
+convention.
 """
 
 
@@ -60,13 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     apply = commands.add_parser(
         "apply",
         help="deblur images with a known PSF",
-        description=wrap("Deblur images (PNG, JPEG, TIFF 8/16-bit grey or RGB, float TIFF, .npy float arrays "
-        "(H, W) or (H, W, C)) with a known PSF. Colour channels are deblurred together as one batch. The "
-        "output keeps the input's dtype (integer images clipped to their range; .npy stays float)."),
+        description=wrap("Deblur images (PNG, JPEG, TIFF 8/16-bit grey or RGB, with or without alpha, palette "
+        "images, float TIFF, .npy float arrays (H, W) or (H, W, C)) with a known PSF. Colour channels are deblurred "
+        "together as one batch; alpha is passed through unchanged. The output keeps the input's dtype (integer "
+        "images clipped to their range; .npy stays float)."),
         epilog=_PSF_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    apply.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (their supported files)")
+    apply.add_argument("inputs", nargs="+", metavar="INPUT",
+                       help="image files or folders (their supported files; others are skipped with one line each)")
+    apply.add_argument("--strict", action="store_true",
+                       help="refuse a folder that holds files other than supported images, instead of skipping them")
     source = apply.add_mutually_exclusive_group(required=True)
     source.add_argument("--psf", metavar="PSF",
                         help="PSF file: .npy, .csv/.txt (numbers, kept as they are) or an image (scaled to sum 1)")
@@ -81,41 +88,56 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                        help="output file; a folder for several inputs or a folder input (files keep their names)")
     apply.add_argument("--method", choices=("exact", "tikhonov"),
-                       help="exact: the causal solve (default where it is safe: quadrant-supported PSF with a stable "
-                       "inverse); tikhonov: min ||k*x - y||^2 + lam ||grad x||^2 by conjugate gradients "
-                       "(the default otherwise)")
+                       help="exact: the causal solve (a quadrant-supported PSF whose inverse is stable on the image); "
+                       "tikhonov: min ||k*x - y||^2 + lam ||grad x||^2 by conjugate gradients. Default: both where "
+                       "exact is possible, keeping the one with the smaller error predicted from the estimated noise "
+                       "(one line says which and why); tikhonov otherwise")
+    apply.add_argument("--boundary", choices=("unknown", "zero"),
+                       help="unknown: the picture goes on beyond the frame, as in a photograph (default for image "
+                       "files); zero: it is zero there, as in a blur computed with zero padding (default for .npy)")
     apply.add_argument("--lam", type=float, metavar="L",
                        help="tikhonov's weight (default: chosen from the estimated noise level)")
     apply.add_argument("--orientation", choices=_ORIENTATIONS, default="auto",
                        help="the causal orientation for exact: auto (from the PSF's quadrant), TL, TR, BL, BR")
-    apply.add_argument("--precondition", choices=("auto", "causal", "none"), default="auto",
-                       help="tikhonov: precondition CG by the causal solve and its transpose (needs a PSF that exact "
-                       "accepts). auto (default): where a Fourier estimate of the condition number says it helps "
-                       "(low noise: fewer iterations; high noise: many more)")
+    apply.add_argument("--precondition", choices=("fourier", "causal", "none"), default="fourier",
+                       help="tikhonov: CG's preconditioner. fourier (default): the periodic approximation of the "
+                       "normal equations, inverted by FFTs; causal: the causal solve and its transpose (needs a causal "
+                       "PSF and --boundary zero; fewer iterations at low noise, many more at high noise); none")
     apply.add_argument("--maxiter", type=int, default=300, metavar="N",
                        help="tikhonov: CG iteration limit (default 300)")
-    apply.add_argument("--rtol", type=float, default=1e-4, metavar="T",
-                       help="tikhonov: CG relative tolerance (default 1e-4)")
+    apply.add_argument("--rtol", type=float, default=1e-5, metavar="T",
+                       help="tikhonov: CG tolerance on the normal equations' residual, relative to their "
+                       "right-hand side (default 1e-5)")
     _add_common(apply)
 
     fit = commands.add_parser(
         "fit",
         help="learn a causal kernel whose exact inverse maps BLURRED onto SHARP",
         description=wrap("Learn a causal blur kernel by L-BFGS-B (scipy.optimize) on "
-        "0.5*mean((solve(blurred, w) - sharp)**2), with gradients from invconv_cupy.solve_vjp. The kernel is "
-        "written as a PSF in the convention below ((2K-1) x (2K-1), nonzero in one quadrant), so "
-        "'apply --psf kernel.npy --method exact' uses it."),
+        "0.5*mean((solve(blurred, w) - sharp)**2) plus a stability penalty (see --noise), with gradients from "
+        "invconv_cupy.solve_vjp; images over 256x256 pixels are fitted on random windows. A progress line "
+        "(iteration, loss) shows on a terminal. The kernel is written as a PSF in the convention below "
+        "((2K-1) x (2K-1), nonzero in one quadrant); the last line says whether its exact inverse is stable and "
+        "which 'apply' command deblurs with it."),
         epilog=_PSF_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     fit.add_argument("--sharp", required=True, metavar="S", help="the sharp image")
     fit.add_argument("--blurred", required=True, metavar="B", help="the blurred image, same shape")
     fit.add_argument("--size", required=True, type=int, metavar="K",
-                     help="causal kernel size K (K x K taps, centre included)")
+                     help="causal kernel size K (K x K taps, centre included); at most 32 and a quarter of the "
+                     "image's smaller side")
     fit.add_argument("-o", "--output", required=True, metavar="KERNEL", help="output .npy file")
     fit.add_argument("--orientation", choices=_ORIENTATIONS, default="auto",
                      help="the kernel's quadrant; auto (default) fits all four and keeps the best (4x the time)")
     fit.add_argument("--maxiter", type=int, default=500, metavar="N", help="L-BFGS-B iteration limit (default 500)")
+    fit.add_argument("--noise", type=float, metavar="SIGMA",
+                     help="stability penalty: fit as if the blurred image carried white noise of this level more, "
+                     "which an inverse that does not decay amplifies without bound (default: the rounding noise of "
+                     "an integer blurred image's type, 1/(255*sqrt(12)) for 8 bits; 0 for float images; 0: no "
+                     "penalty)")
+    fit.add_argument("--seed", type=int, default=0, metavar="N",
+                     help="random windows of a large image (more than 256x256 pixels) are drawn with this seed")
     _add_common(fit)
     return parser
 
@@ -142,4 +164,12 @@ def main(argv=None) -> int:
     int
         0 on success, 2 for a user error (one line on stderr), 130 on Ctrl-C.
     """
+    missing = missing_cli_modules()
+    if missing:
+        print(
+            f"{PROG}: error: the command line needs the 'cli' extra ({', '.join(missing)} missing): "
+            "pip install 'invconv-cupy[cli]' (from a clone: pip install -e '.[cli]')",
+            file=sys.stderr,
+        )
+        return 2
     return run_subcommand(PROG, argv, build_parser, __package__)

@@ -2,6 +2,20 @@
 
 Images arrive as ``(B, H, W)`` float64 arrays (the colour channels of one image
 are the batch ``B``, deblurred together); results come back the same way.
+
+Two boundary models (``--boundary``):
+
+- ``"zero"``: the sharp picture is zero outside the frame, as in a blur computed
+  with zero padding (``convolve2d(..., mode="same")``: synthetic data).
+- ``"unknown"``: the picture goes on outside the frame, as in a photograph: every
+  observed pixel saw some of it. Tikhonov solves for the picture on the frame
+  extended by the PSF's half-size on every side, with the data term only on the
+  observed pixels (the extension is fixed by the smoothness penalty alone). The
+  exact inverse cannot leave pixels unknown; it extends the *blurred* image by its
+  mirror image on the sides its blur reads from, far enough for the inverse's
+  impulse response to have died out (:func:`stability.InverseResponse.settled_distance`),
+  so the error of that guess stays outside the frame except for what the mirror
+  gets wrong close to it.
 """
 
 from __future__ import annotations
@@ -14,18 +28,30 @@ import numpy as np
 import invconv_cupy as ic
 
 from .device import Compute
-from .psf import CausalKernel, split_psf
+from .noise import blur_symbol, gradient_symbol
+from .psf import CausalKernel, crop_to_support, split_psf
+
+BOUNDARIES = ("unknown", "zero")
 
 #: Tikhonov's default data-driven regularization: lambda = LAMBDA_SCALE * sigma^2 / g2,
 #: with sigma the estimated noise level and g2 the blurred image's mean squared gradient
-#: (less the part the noise contributes). 0.3 gave the best PSNR among 0.1, 0.3, 1 and 3
-#: on the demo's picture and blur at noise 0.001, 0.003 and 0.01; ``--lam`` overrides.
+#: (less the part the noise contributes). With :func:`noise.estimate_noise`, 0.3 gave the
+#: best mean PSNR among 0.1, 0.3 and 1 (unknown boundary) over camera, coins and text at
+#: 128 px, the three PSFs and noise levels of ``bench/deblur_benchmark.py``, both of its
+#: settings (27.47 dB against 27.05 and 26.79); ``--lam`` overrides.
 LAMBDA_SCALE = 0.3
 #: The smallest lambda the data-driven choice returns (for noiseless inputs).
 LAMBDA_FLOOR = 1e-8
 
 
-def deblur_exact(blurred: np.ndarray, kernel: CausalKernel, compute: Compute) -> np.ndarray:
+def causal_sides(orientation: str, extension: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``numpy.pad`` widths that add ``extension`` pixels on the sides a causal blur of ``orientation`` reads from."""
+    rows = (0, extension) if orientation[0] == "B" else (extension, 0)
+    cols = (0, extension) if orientation[1] == "R" else (extension, 0)
+    return rows, cols
+
+
+def deblur_exact(blurred: np.ndarray, kernel: CausalKernel, compute: Compute, extension: int = 0) -> np.ndarray:
     """The exact inverse of the causal blur: one ``invconv_cupy.solve``.
 
     Parameters
@@ -34,14 +60,22 @@ def deblur_exact(blurred: np.ndarray, kernel: CausalKernel, compute: Compute) ->
     kernel : CausalKernel
         The blur as a causal convolution (see :func:`psf.exact_kernel`).
     compute : Compute
+    extension : int
+        0: the zero boundary model (the sharp picture is zero beyond the frame).
+        Otherwise the unknown boundary model: ``blurred`` is first extended by
+        its mirror image (``numpy.pad(mode="symmetric")``) by ``extension`` pixels
+        on the sides the blur reads from, and the solve's result is cropped back.
 
     Returns
     -------
     numpy.ndarray, shape (B, H, W)
     """
-    y = compute.to_device(blurred[:, None])
-    x = ic.solve(y, kernel.as_weight(compute.xp), kernel.orientation)
-    return compute.to_host(x[:, 0])
+    pad = causal_sides(kernel.orientation, extension)
+    extended = np.pad(blurred, ((0, 0),) + pad, mode="symmetric") if extension else blurred
+    y = compute.to_device(extended[:, None])
+    x = compute.to_host(ic.solve(y, kernel.as_weight(compute.xp), kernel.orientation)[:, 0])
+    h, w = blurred.shape[-2:]
+    return x[:, pad[0][0] : pad[0][0] + h, pad[1][0] : pad[1][0] + w]
 
 
 class BlurOperator:
@@ -92,72 +126,50 @@ def _gradient_normal(xp, x):
     return out
 
 
-def estimate_noise(blurred: np.ndarray) -> float:
-    """Noise standard deviation: Donoho's median absolute deviation of the finest diagonal Haar wavelet coefficients.
-
-    ``(x[2i, 2j] - x[2i, 2j+1] - x[2i+1, 2j] + x[2i+1, 2j+1]) / 2`` has the noise's
-    standard deviation for white noise and is near zero on smooth (blurred)
-    image content; ``median(|.|) / 0.6745`` is robust to the edges that remain.
-    Pooled over the batch.
-    """
-    h, w = blurred.shape[-2] // 2 * 2, blurred.shape[-1] // 2 * 2
-    x = blurred[..., :h, :w]
-    diagonal = (x[..., 0::2, 0::2] - x[..., 0::2, 1::2] - x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) / 2
-    return float(np.median(np.abs(diagonal)) / 0.6745) if diagonal.size else 0.0
-
-
-def choose_lambda(blurred: np.ndarray) -> float:
+def choose_lambda(blurred: np.ndarray, sigma: float) -> float:
     """The data-driven Tikhonov weight ``LAMBDA_SCALE * sigma^2 / g2``.
 
-    ``sigma`` is the estimated noise level and ``g2`` the mean squared forward
-    difference of the blurred image less the ``4 sigma^2`` white noise adds to
-    it: for images whose power spectrum falls like ``1/|frequency|^2`` this is
-    the ratio that makes the gradient penalty a Wiener filter.
+    ``sigma`` is the noise level (:func:`noise.estimate_noise`) and ``g2`` the mean
+    squared forward difference of the blurred image less the ``4 sigma^2`` white
+    noise adds to it: for images whose power spectrum falls like
+    ``1/|frequency|^2`` this is the ratio that makes the gradient penalty a Wiener
+    filter.
     """
-    sigma = estimate_noise(blurred)
     squares = sum(float(np.mean(d**2)) for d in (np.diff(blurred, axis=-1), np.diff(blurred, axis=-2)) if d.size)
     g2 = max(squares - 4 * sigma**2, squares * 1e-3, np.finfo(float).tiny)
     return max(LAMBDA_SCALE * sigma**2 / g2, LAMBDA_FLOOR)
 
 
-def condition_estimates(psf: np.ndarray, shape: tuple[int, int], lam: float) -> tuple[float, float]:
-    """Condition numbers of Tikhonov's normal equations, plain and causally preconditioned.
+PRECONDITIONERS = ("fourier", "causal", "none")
 
-    Periodic (Fourier) approximation on a grid of ``shape``: with ``|K|^2`` and
-    ``|D|^2`` the symbols of the blur and of the gradient penalty, the normal
-    matrix has eigenvalues ``|K|^2 + lam |D|^2`` and, preconditioned by
-    ``(K^T K)^-1``, ``1 + lam |D|^2 / |K|^2``. CG needs about the square root
-    of the condition number in iterations.
 
-    Returns
-    -------
-    plain, preconditioned : float
+def _preconditioner(kind: str, psf: np.ndarray, lam: float, kernel: CausalKernel | None, shape, compute: Compute):
+    """CG's preconditioner ``M^-1`` as a ``LinearOperator`` on arrays of ``shape`` (B, 1, H, W), or None.
+
+    - ``"fourier"``: the inverse of the normal matrix's periodic (circulant)
+      approximation, ``F^-1 diag(1 / (|K|^2 + lam |D|^2)) F``: two FFTs, any PSF.
+    - ``"causal"``: ``(K^T K)^-1 = K^-1 K^-T``, two causal solves with ``kernel``
+      (exact for the zero boundary and ``lam = 0``).
     """
-    grid = (max(shape[0], psf.shape[0]), max(shape[1], psf.shape[1]))
-    blur = np.abs(np.fft.fft2(psf, grid)) ** 2
-    fy, fx = (2 - 2 * np.cos(2 * np.pi * np.fft.fftfreq(n)) for n in grid)
-    normal = blur + lam * (fy[:, None] + fx[None, :])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        plain = float(normal.max() / normal.min())
-        ratio = normal / blur
-        preconditioned = float(ratio.max() / ratio.min())
-    return plain, (preconditioned if np.isfinite(preconditioned) else np.inf)
-
-
-def pick_preconditioner(
-    psf: np.ndarray, kernel: CausalKernel | None, shape: tuple[int, int], lam: float
-) -> CausalKernel | None:
-    """``kernel`` when preconditioning by it is estimated to need fewer CG iterations, else None.
-
-    Measured on the demo (``bench/cli_preconditioner.py``): the causal
-    preconditioner cuts the iterations at small ``lam`` (low noise) and
-    multiplies them at large ``lam``; :func:`condition_estimates` predicts the
-    crossover.
-    """
-    if kernel is None:
+    xp, n = compute.xp, math.prod(shape)
+    if kind == "none":
         return None
-    plain, preconditioned = condition_estimates(psf, shape, lam)
-    return kernel if preconditioned < plain else None
+    if kind == "causal":
+        wf, of = kernel.as_weight(xp), kernel.orientation
+        wt, ot = kernel.transposed().as_weight(xp), kernel.transposed().orientation
+
+        def inverse_normal(v):
+            return ic.solve(ic.solve(v.reshape(shape), wt, ot), wf, of).ravel()
+
+    else:
+        symbol = blur_symbol(psf, shape[-2:]) + lam * gradient_symbol(shape[-2:])
+        # A PSF whose transfer function has zeros, with lam = 0: leave those frequencies alone.
+        symbol = compute.to_device(np.maximum(symbol, symbol.max() * 1e-12))
+
+        def inverse_normal(v):
+            return xp.fft.ifft2(xp.fft.fft2(v.reshape(shape)) / symbol).real.ravel()
+
+    return compute.linalg.LinearOperator((n, n), matvec=inverse_normal, dtype=xp.float64)
 
 
 @dataclass(frozen=True)
@@ -187,14 +199,19 @@ def deblur_tikhonov(
     lam: float,
     compute: Compute,
     *,
-    preconditioner: CausalKernel | None = None,
-    rtol: float = 1e-4,
+    boundary: str = "zero",
+    precondition: str = "fourier",
+    kernel: CausalKernel | None = None,
+    rtol: float = 1e-5,
     maxiter: int = 300,
 ) -> TikhonovResult:
-    """Minimize ``||psf * x - y||^2 + lam ||grad x||^2`` by conjugate gradients.
+    """Minimize ``||M (psf * x) - y||^2 + lam ||grad x||^2`` by conjugate gradients.
 
-    Solves the normal equations ``(K^T K + lam D^T D) x = K^T y`` with SciPy's
+    Solves the normal equations ``(K^T M K + lam D^T D) x = K^T M^T y`` with SciPy's
     (or cupyx's) ``cg`` on a ``LinearOperator`` made of :class:`BlurOperator`.
+    ``M`` keeps the observed pixels: with ``boundary="zero"`` ``x`` is the frame
+    itself and ``M`` the identity; with ``"unknown"`` ``x`` is the frame extended by
+    the PSF's half-size on every side, and ``M`` crops the blurred ``x`` to the frame.
 
     Parameters
     ----------
@@ -204,46 +221,64 @@ def deblur_tikhonov(
     lam : float
         The weight of the gradient penalty, >= 0.
     compute : Compute
-    preconditioner : CausalKernel or None
-        The PSF as a causal kernel with a stable inverse: then CG is
-        preconditioned by ``(K^T K)^-1 = K^-1 K^-T``, two causal solves.
+    boundary : {"zero", "unknown"}
+        The boundary model (see the module's docstring).
+    precondition : {"fourier", "causal", "none"}
+        CG's preconditioner: the periodic approximation of the normal matrix
+        inverted by FFTs (any PSF, any boundary), ``(K^T K)^-1`` by two causal
+        solves (needs ``kernel`` and ``boundary="zero"``), or none.
+    kernel : CausalKernel or None
+        The PSF as a causal kernel with a stable inverse, for ``precondition="causal"``.
     rtol : float
-        CG's relative residual tolerance.
+        CG's tolerance on the residual of the normal equations, relative to their
+        right-hand side.
     maxiter : int
         CG's iteration limit.
 
     Returns
     -------
     TikhonovResult
+        The image on the frame, shape (B, H, W).
     """
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
+    if precondition not in PRECONDITIONERS:
+        raise ValueError(f"precondition must be one of {', '.join(PRECONDITIONERS)}, got {precondition!r}")
+    if precondition == "causal" and (kernel is None or boundary != "zero"):
+        raise ValueError('precondition="causal" needs a kernel and boundary="zero"')
     xp = compute.xp
-    shape = (blurred.shape[0], 1) + blurred.shape[1:]
+    psf = crop_to_support(psf)
+    (b, h, w) = blurred.shape
+    mh, mw = (psf.shape[0] // 2, psf.shape[1] // 2) if boundary == "unknown" else (0, 0)
+    shape = (b, 1, h + 2 * mh, w + 2 * mw)
+    frame = (Ellipsis, slice(mh, mh + h), slice(mw, mw + w))
     n = math.prod(shape)
     blur = BlurOperator(psf, compute)
-    y = compute.to_device(blurred).reshape(shape)
+    y = compute.to_device(blurred).reshape(b, 1, h, w)
+
+    def observed_adjoint(r):
+        if (mh, mw) == (0, 0):
+            return blur.adjoint(r)
+        padded = xp.zeros(shape)
+        padded[frame] = r
+        return blur.adjoint(padded)
 
     def normal(v):
         x = v.reshape(shape)
-        return (blur.adjoint(blur.forward(x)) + lam * _gradient_normal(xp, x)).ravel()
+        return (observed_adjoint(blur.forward(x)[frame]) + lam * _gradient_normal(xp, x)).ravel()
 
     operator = compute.linalg.LinearOperator((n, n), matvec=normal, dtype=xp.float64)
-    precondition = None
-    if preconditioner is not None:
-        w, o = preconditioner.as_weight(xp), preconditioner.orientation
-        wt, ot = preconditioner.transposed().as_weight(xp), preconditioner.transposed().orientation
-
-        def inverse_normal(v):
-            return ic.solve(ic.solve(v.reshape(shape), wt, ot), w, o).ravel()
-
-        precondition = compute.linalg.LinearOperator((n, n), matvec=inverse_normal, dtype=xp.float64)
+    preconditioner = _preconditioner(precondition, psf, lam, kernel, shape, compute)
     iterations = 0
 
     def count(_):
         nonlocal iterations
         iterations += 1
 
-    rhs = blur.adjoint(y).ravel()
+    start = compute.to_device(np.pad(blurred, ((0, 0), (mh, mh), (mw, mw)), mode="symmetric"))
     x, info = compute.linalg.cg(
-        operator, rhs, x0=y.ravel(), rtol=rtol, maxiter=maxiter, M=precondition, callback=count
+        operator, observed_adjoint(y).ravel(), x0=start.ravel(), rtol=rtol, maxiter=maxiter, M=preconditioner,
+        callback=count,
     )
-    return TikhonovResult(compute.to_host(x.reshape(blurred.shape)), lam, iterations, info == 0)
+    image = compute.to_host(x.reshape(shape)[frame][:, 0])
+    return TikhonovResult(image, lam, iterations, info == 0)
