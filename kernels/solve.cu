@@ -197,6 +197,8 @@ struct ic_solve_geometry {
     int EH, EW, taps, tile_words;             // tile_words: one image's staged tile (C * chan)
     int K, L, team, teams;                    // inputs, lanes, threads per pixel, pixels per step
     int my_team, g, l;                        // this thread's place in a team
+    int lane_inputs;                          // the inputs lane l takes: k = l, l + L, .. < K
+    unsigned lane_mask;                       // the L lanes of this thread's (pixel, output group)
     int slots, linked, grain;                 // images per work item; tiles hand over; diagonals per release
     int reach_h, reach_w;                     // tiles (up, left) a tile's halo reaches into
     int compute_warps;                        // warps 0 .. compute_warps-1 compute; the next one communicates
@@ -302,9 +304,7 @@ template <int G>
 __device__ __forceinline__ void ic_solve_step(const ic_solve_geometry& q, const ic_solve_item& it, const ic_real* mat,
                                               const int* input_offset, ic_real* img, int d)
 {
-    const unsigned mask = q.L == 32 ? 0xffffffffu : ((1u << q.L) - 1u) << ((threadIdx.x & 31) & ~(q.L - 1));
-    const int inputs = (q.K - q.l + q.L - 1) / q.L;   // this lane's share
-    const int row_step = q.L * q.MS;                   // mat words between a lane's successive inputs
+    const int row_step = q.L * q.MS;   // mat words between a lane's successive inputs
     const int r0 = max(0, d - it.tw + 1), r1 = min(it.th - 1, d), length = r1 - r0 + 1;
     const int base = (q.PH - 1) * q.EW + d + q.PW - 1;   // pixel (r, d - r) sits at base + r * (EW - 1)
     int slot = 0, r = r0 + q.my_team;
@@ -318,13 +318,13 @@ __device__ __forceinline__ void ic_solve_step(const ic_solve_geometry& q, const 
         ic_real acc[G];
         for (int i = 0; i < G; ++i) acc[i] = 0;
 #pragma unroll (ic_solve_unroll<G>())
-        for (int k = 0; k < inputs; ++k, offset += q.L, m += row_step) {
+        for (int k = 0; k < q.lane_inputs; ++k, offset += q.L, m += row_step) {
             const ic_real xv = src[*offset];
             const ic_solve_vec<G> mv = *reinterpret_cast<const ic_solve_vec<G>*>(m);
             for (int i = 0; i < G; ++i) acc[i] += mv.v[i] * xv;
         }
         for (int s = q.L >> 1; s > 0; s >>= 1)
-            for (int i = 0; i < G; ++i) acc[i] += __shfl_xor_sync(mask, acc[i], s);
+            for (int i = 0; i < G; ++i) acc[i] += __shfl_xor_sync(q.lane_mask, acc[i], s);
         if (q.l == 0)
             for (int i = 0; i < G; ++i)
                 if (q.g * G + i < q.C) img[(q.g * G + i) * q.chan + pix] += acc[i];
@@ -486,6 +486,8 @@ __device__ __forceinline__ void ic_solve_wavefront(
     q.my_team = threadIdx.x / q.team;
     const int in_team = threadIdx.x - q.my_team * q.team;
     q.g = in_team / q.L; q.l = in_team - q.g * q.L;
+    q.lane_inputs = (q.K - q.l + q.L - 1) / q.L;   // once per thread, not per step
+    q.lane_mask = q.L == 32 ? 0xffffffffu : ((1u << q.L) - 1u) << ((threadIdx.x & 31) & ~(q.L - 1));
     const bool computing = q.my_team < q.teams;
     const bool communicating = linked && (threadIdx.x >> 5) == q.compute_warps;
 
