@@ -556,8 +556,9 @@ __device__ __forceinline__ void ic_solve_wavefront(
 }
 
 // The entry points, one per G (outputs per thread of a team). The bounds leave 80
-// registers per thread (768 threads) or, for the G accumulators and matrix entries
-// of G = 8 and 16, 128 (512 threads), so nothing spills on sm_80 or sm_90
+// registers per thread (768 threads) or, for the G accumulators and matrix entries,
+// 96 for G = 4 (640 threads: 80 spilled in the float32 build for sm_80) and 128 for
+// G = 8 and 16 (512 threads), so nothing spills on sm_80 or sm_90
 // (kernel_solve.MAX_THREADS_FOR_OUTPUTS mirrors them).
 
 extern "C" __global__ void __launch_bounds__(768, 1) solve_wavefront_g1(
@@ -582,7 +583,7 @@ extern "C" __global__ void __launch_bounds__(768, 1) solve_wavefront_g2(
                            TW, tiles_h, tiles_w, MS, chan, L, mat_in_shared, slots, linked, grain);
 }
 
-extern "C" __global__ void __launch_bounds__(768, 1) solve_wavefront_g4(
+extern "C" __global__ void __launch_bounds__(640, 1) solve_wavefront_g4(
     const ic_real* __restrict__ y, ic_real* x, const ic_real* __restrict__ mat, const ic_real* __restrict__ zmat,
     int* work, const int* __restrict__ offsets, int B, int C, int H, int W, int PH, int PW, int flip_h, int flip_w,
     int transpose, int TH, int TW, int tiles_h, int tiles_w, int MS, int chan, int L, int mat_in_shared, int slots,

@@ -39,8 +39,8 @@ MAX_TILE = 64
 #: output channels per thread of a team (G) that ``solve.cu`` has entry points for
 OUTPUTS_PER_THREAD = (1, 2, 4, 8, 16)
 #: most threads per block for each G (``__launch_bounds__`` in solve.cu: 80 registers per thread at 768,
-#: 128 at 512, so that nothing spills)
-MAX_THREADS_FOR_OUTPUTS = {1: 768, 2: 768, 4: 768, 8: 512, 16: 512}
+#: 96 at 640, 128 at 512, so that nothing spills)
+MAX_THREADS_FOR_OUTPUTS = {1: 768, 2: 768, 4: 640, 8: 512, 16: 512}
 #: most threads per block of any G
 MAX_THREADS = max(MAX_THREADS_FOR_OUTPUTS.values())
 #: lanes (L) that may share one (pixel, output group): powers of two up to a warp
