@@ -388,13 +388,14 @@ def test_api_names_the_numpy_backend_when_channels_do_not_fit(rng, monkeypatch):
 
 
 def test_no_solve_entry_point_spills_on_sm_80_either():
-    """test_kernel_resources checks every entry point on sm_90; the sm_80 float64 int32 build is the
-    one where solve variants spilled before each G got its launch bounds."""
+    """test_kernel_resources checks every entry point on sm_90; the sm_80 int32 builds are the ones where
+    solve variants spilled (float64 before each G got its launch bounds, float32 G = 4 at 768 threads)."""
     pytest.importorskip("cupy")
     from invconv_cupy import kernel_resources
 
-    resources, failures = kernel_resources.collect((80,), ("float64",), ("int32",))
+    resources, failures = kernel_resources.collect((80,), ("float32", "float64"), ("int32",))
     assert failures == ()
     solve = [r for r in resources if r.family == "solve"]
-    assert {r.entry for r in solve} == set(kernel_source.entry_points("solve"))
+    assert {(r.entry, r.dtype) for r in solve} == {(e, d) for e in kernel_source.entry_points("solve")
+                                                   for d in ("float32", "float64")}
     assert kernel_resources.offenders(solve) == []
