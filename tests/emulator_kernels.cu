@@ -212,3 +212,14 @@ extern "C" __global__ void emu_atomics(unsigned* bits, int* ints, unsigned long 
     atomicAdd(wide, (unsigned long long)g << 32);
     atomicCAS(ints + 2, (int)g, (int)g + 1);    // 0 -> 1 -> 2 -> ... as far as the order allows
 }
+
+// One unsigned at `offset` bytes into words, by every thread: atomicAdd of 1 (mode 0),
+// ic_store_release of 7 (mode 1), or ic_load_acquire into out[g] (mode 2).
+extern "C" __global__ void emu_flag_alignment(unsigned* words, unsigned* out, int offset, int mode)
+{
+    unsigned* p = reinterpret_cast<unsigned*>(reinterpret_cast<char*>(words) + offset);
+    const int g = blockIdx.x * blockDim.x + threadIdx.x;
+    if (mode == 0) atomicAdd(p, 1u);
+    else if (mode == 1) ic_store_release(p, 7u);
+    else out[g] = ic_load_acquire(p);
+}

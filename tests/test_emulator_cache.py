@@ -4,6 +4,7 @@ Each test builds into its own ``tmp_path`` cache. Anything that could crash the
 interpreter (loading a damaged library) runs in a child process.
 """
 
+import ctypes
 import importlib
 import os
 import re
@@ -15,10 +16,12 @@ import tempfile
 import time
 import warnings
 
+import numpy as np
 import pytest
 
-from invconv_cupy.emulator import EmulatorDevice
-from invconv_cupy.emulator.build import KernelCacheError, KernelCacheWarning, KernelCompileError, build
+from invconv_cupy.emulator import EmulatedFunction, EmulatorDevice
+from invconv_cupy.emulator.build import (KernelCacheError, KernelCacheWarning, KernelCompileError, build,
+                                         emulator_source, runtime_object)
 
 build_module = importlib.import_module("invconv_cupy.emulator.build")   # the package's `build` is the function
 
@@ -110,6 +113,28 @@ def test_a_second_failure_names_the_entry(cache, monkeypatch):
     monkeypatch.setattr(build_module, "_install", install_then_damage)
     with pytest.raises(KernelCacheError, match=f"{cache / 'emulator'}/.*\\.so.* damaged"):
         build(SOURCE)
+
+
+#: An emulator kernel: linked with the runtime's object.
+KERNEL = 'extern "C" __global__ void count(int* out) { out[threadIdx.x] = 1 + (int)threadIdx.x; }\n'
+
+
+def test_kernel_libraries_link_one_runtime_object_which_is_healed(tmp_path, monkeypatch):
+    """The runtime is compiled once per cache; a damaged object is rebuilt, bit for bit, when next needed."""
+    shared = runtime_object()       # this session's, from the configured cache
+    (tmp_path / "emulator").mkdir()
+    copy = tmp_path / "emulator" / shared.name
+    shutil.copy(shared, copy)
+    monkeypatch.setenv("INVCONV_CUPY_CACHE_DIR", str(tmp_path))
+    first = build(emulator_source(KERNEL, ["count"]))
+    assert list((tmp_path / "emulator").glob("*.o")) == [copy]      # linked, not compiled again
+    copy.write_bytes(_truncate(copy.read_bytes()))
+    second = build(emulator_source(KERNEL + "// another library\n", ["count"]))
+    assert list((tmp_path / "emulator").glob("*.o")) == [copy] and copy.read_bytes() == shared.read_bytes()
+    for library in (first, second):
+        out = np.zeros(5, np.int32)
+        EmulatedFunction(EmulatorDevice(), ctypes.CDLL(str(library)), "count")((1,), (5,), (out,))
+        np.testing.assert_array_equal(out, np.arange(1, 6))
 
 
 @pytest.mark.parametrize("where", ["a file", "below a file", "cannot be created", "read-only"])

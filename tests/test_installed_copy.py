@@ -22,6 +22,8 @@ assert sources == json.loads(sys.argv[2]), sources
 x = np.random.default_rng().standard_normal((1, 2, 3, 3))
 w = np.zeros((2, 2, 2, 2)); w[0, 0, 1, 1] = w[1, 1, 1, 1] = 1.0
 np.testing.assert_array_equal(invconv_cupy.solve(x, w), x)
+# the emulator compiles from the installed copy's kernels/ (its runtime's source included)
+np.testing.assert_array_equal(invconv_cupy.solve(x, w, backend="emulate"), x)
 print("ok", where)
 """
 

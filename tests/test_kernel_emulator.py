@@ -215,6 +215,18 @@ def test_misaligned_vector_loads_are_errors(emulated, rng):
         load((2,), (32,), (xf, xd, outf, outd, np.int32(4), np.int32(1)))
 
 
+@pytest.mark.parametrize("mode, name", [(0, "atomicAdd"), (1, "ic_store_release"), (2, "ic_load_acquire")])
+def test_misaligned_atomics_and_flag_accesses_are_errors(emulated, mode, name):
+    """These run in the emulator's runtime, outside the kernel code that UBSan checks."""
+    words, out = np.array([0, 5, 0], np.uint32), np.zeros(64, np.uint32)
+    access = emulated("emu_flag_alignment")
+    access((2,), (32,), (words, out, np.int32(4), np.int32(mode)))
+    assert words[1] == (69, 7, 5)[mode] and (out == (0, 0, 5)[mode]).all()
+    with pytest.raises(EmulatedKernelError, match=rf"misaligned {name} at emulator_kernels\.cu:\d+:\d+: "
+                                                  r"address 0x[0-9a-f]+ is not a multiple of 4"):
+        access((2,), (32,), (words, out, np.int32(2), np.int32(mode)))
+
+
 def test_seed_fixes_a_blocks_schedule_and_schedules_differ_between_seeds():
     def arrivals(seed):
         order, counter = np.full(96, -1, np.int32), np.zeros(1, np.uint32)

@@ -3,9 +3,11 @@
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from invconv_cupy import kernel_source
 from invconv_cupy.backends import kernel_conv, kernel_launch
 from invconv_cupy.emulator import EmulatedLaunchError, EmulatorDevice, KernelCompileError
-from invconv_cupy.emulator.build import build, emulator_source
+from invconv_cupy.emulator.build import build, emulator_source, runtime_object
 from invconv_cupy.orientation import parse_orientation
 
 
@@ -223,9 +225,13 @@ print(build(open(sys.argv[1]).read()))
 
 
 def test_library_cache_is_safe_with_concurrent_processes(tmp_path, monkeypatch):
-    """Two processes build the same source into a fresh cache: one library, no leftovers."""
+    """Two processes build the same source into a fresh cache: one library, no leftovers. (The cache
+    holds the runtime's object, as after any first build: the processes race on the library.)"""
     source = tmp_path / "k.cpp"
     source.write_text(emulator_source(TINY, ["tiny_order", "tiny_rotate"]))
+    cache = tmp_path / "cache" / "emulator"
+    cache.mkdir(parents=True)
+    runtime = shutil.copy(runtime_object(), cache)
     monkeypatch.setenv("INVCONV_CUPY_CACHE_DIR", str(tmp_path / "cache"))
     env = dict(os.environ)
     procs = [subprocess.Popen([sys.executable, "-c", _BUILD, str(source)], env=env, stdout=subprocess.PIPE, text=True)
@@ -233,7 +239,7 @@ def test_library_cache_is_safe_with_concurrent_processes(tmp_path, monkeypatch):
     paths = {p.communicate()[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
     assert len(paths) == 1
-    assert [p.name for p in (tmp_path / "cache" / "emulator").iterdir()] == [os.path.basename(paths.pop())]
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "emulator").iterdir()}
+    assert sorted(cache.iterdir()) == sorted([Path(paths.pop()), Path(runtime)])
+    before = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
     build(source.read_text())                                      # a cache hit: nothing rebuilt
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "emulator").iterdir()} == before
+    assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == before

@@ -2,7 +2,8 @@
 
 :class:`EmulatorDevice` is the ``emulate`` backend's device (see
 :mod:`invconv_cupy.backends.kernel_launch` for the device interface). It runs
-the real kernel text with CUDA's execution model (``kernels/cuda_shim.h``):
+the real kernel text with CUDA's execution model (``kernels/cuda_shim.h``, implemented
+by ``kernels/cuda_shim_runtime.cpp``, compiled once and linked into every kernel library):
 
 - **Blocks run concurrently**, ``concurrent_blocks`` at a time (worker OS
   threads, default 4; the first wave starts together), taken in a shuffled
@@ -23,8 +24,8 @@ the real kernel text with CUDA's execution model (``kernels/cuda_shim.h``):
   NaN bits (undefined on a GPU).
 - **Memory order** as on a GPU: relaxed atomics, ``__threadfence()``, and the
   flag accesses ``ic_load_acquire``/``ic_store_release`` (``common.cuh``).
-- **Checks**: every typed access is checked for alignment (a misaligned
-  ``float4``/``double2`` load is an error), and a **watchdog** stops a launch in
+- **Checks**: every typed access, atomic and flag access is checked for alignment
+  (a misaligned ``float4``/``double2`` load or ``atomicAdd`` is an error), and a **watchdog** stops a launch in
   which no block progresses for ``watchdog`` seconds while all wait or spin in
   built-ins, reporting where every block's threads are.
 - **Race mode** (``race=True``): threads also switch at random at every
@@ -69,7 +70,7 @@ __all__ = ["EmulatorDevice", "EmulatedFunction", "EmulatedLaunchError", "Emulate
 # Launches run one at a time per process, in call order (like kernels on one stream);
 # running several at once would only share the same cores.
 _LAUNCH_LOCK = threading.Lock()
-_RACE_MODE = 1                # Launch::flags bit 0 in cuda_shim.h
+_RACE_MODE = 1                # Launch::flags bit 0 in cuda_shim_runtime.cpp
 _ERROR_BYTES = 16384
 
 
