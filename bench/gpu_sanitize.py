@@ -10,8 +10,9 @@ run on this machine (no device support), 76 when there is none.
 
 ``--cases`` runs every entry point of every kernel family at least once on
 small, odd shapes (tiled and untiled convolutions, the weight gradient with
-parameter groups, single-launch and tiled solves with 1, 2 and 4 outputs per
-thread, transposed, step matrices in global memory, 64-bit indices), checks
+parameter groups, single-launch solves with 1 to 16 outputs per thread, linked
+tiles published every diagonal or less often, 2 images per block, transposed,
+step matrices in global memory, A^-1 by solve_invert, 64-bit indices), checks
 each output against the NumPy path, and fails when an entry point was never
 launched. On CuPy the memory pool is off, so every array is its own allocation
 and memcheck sees an access past its end.
@@ -157,6 +158,7 @@ def _cases(rng, dtype):
     w_br = w[:, :, ::-1, ::-1].copy()  # the anchor tap of BR is (0, 0)
     wide = 0.05 * rng.standard_normal((20, 20, 3, 3)).astype(dtype)
     wide[:, :, -1, -1] += np.diag(rng.uniform(1, 2, 20)).astype(dtype)
+    wide_bl = wide[:, :, ::-1, :].copy()  # the anchor tap of BL is (0, KW-1)
     y20 = rng.standard_normal((1, 20, 5, 6)).astype(dtype)
     return [
         ("conv tiled TL", "conv", {}, (x, w, TL), {"tile": (4, 5)}),
@@ -167,9 +169,13 @@ def _cases(rng, dtype):
         ("weight_grad 64-bit", "weight_grad", {"index64": True}, (g, x, (3, 2), TL), {}),
         *((f"solve one tile per image G={G}", "solve", {}, (x, w, TL), {"outputs_per_thread": G})
           for G in (1, 2, 4, 8, 16)),
-        ("solve tiled transposed", "solve", {}, (g, w, TL, True), {"max_tile": 4}),
-        ("solve tiled BR, 64-bit", "solve", {"index64": True}, (x, w_br, BR), {"max_tile": 2}),
+        ("solve linked tiles transposed", "solve", {}, (g, w, TL, True), {"max_tile": 4}),
+        ("solve linked tiles BR, 64-bit, every diagonal published", "solve", {"index64": True}, (x, w_br, BR),
+         {"max_tile": 2, "grain": 1}),
+        ("solve 2 images per block, linked tiles", "solve", {}, (x, w, TR), {"max_tile": 4, "slots": 2}),
         ("solve matrices in global", "solve", {"max_shared_memory_per_block_optin": 4096}, (y20, wide, TL), {}),
+        ("solve A^-1 by solve_invert, matrices in global", "solve", {"max_shared_memory_per_block_optin": 2048},
+         (y20, wide_bl, BL, True), {"inverse_in_global": True}),
     ]
 
 

@@ -39,10 +39,13 @@ import solve_v1  # noqa: E402
 from invconv_cupy import kernel_source  # noqa: E402
 from invconv_cupy.backends import kernel_solve  # noqa: E402
 
-#: (B, C, H, W, K) of the cases the README's table reports
-CASES = {"headline_100x12x32x32": (100, 12, 32, 32, 3), "large_1x3x2048x2048": (1, 3, 2048, 2048, 3)}
+#: (B, C, H, W, K) of the cases the README's table reports (solve_vjp's transposed solve has the same plan)
+CASES = {"headline_100x12x32x32": (100, 12, 32, 32, 3), "c48_100x48x16x16": (100, 48, 16, 16, 3),
+         "large_1x3x2048x2048": (1, 3, 2048, 2048, 3)}
 H200_SHARED = 227 * 1024
 SCHEDULERS_PER_SM = 4
+#: the SM clock the microsecond figures assume (an H100/H200 under load; not measured)
+ASSUMED_CLOCK_GHZ = 1.755
 _FMA = ("FFMA", "DFMA")
 _INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
 _LINE = re.compile(r'//## File ".*?([\w.]+)", line (\d+)')
@@ -98,7 +101,8 @@ def cubin(source: str, name: str, arch: int = 90) -> bytes:
 class Instruction:
     index: int
     opcode: str
-    line: int            # source line of the kernel's .cu file (0: none)
+    line: int            # source line of the kernel's .cu file (0: none; code inlined from a .cuh header
+                         # has the line before it, its caller's)
     label: str | None    # the label this instruction carries
     target: str | None   # branch target label
 
@@ -119,7 +123,8 @@ def disassemble(binary: bytes, workdir: Path) -> dict[str, list[Instruction]]:
             continue
         found = _LINE.search(raw)
         if found:
-            line = int(found.group(2))
+            if not found.group(1).endswith(".cuh"):   # a header's inlined helper keeps its caller's line
+                line = int(found.group(2))
             continue
         found = _LABEL.match(raw.strip())
         if found:
@@ -162,7 +167,8 @@ class StepCode:
     per_iteration_kinds: dict
     around: dict                # loop -> its own instructions outside the loop it encloses (static, all paths):
                                 # "tap" (v1: remainder code included), "item" (set-up, reduction, write),
-                                # "step" (bounds, barrier)
+                                # "step" (bounds, barrier; v2: what a compute thread of the shared-memory
+                                # path runs, not the communication warp's code or the global path)
     local_memory: int           # LDL/STL instructions (spills)
 
 
@@ -173,9 +179,26 @@ def _enclosing(spans, inner):
     return min(around, key=lambda s: s[1] - s[0])
 
 
-def step_code(code, kernel, fma_line, fmas_per_iteration, levels) -> StepCode:
+def _region(code, span, lines):
+    """``span`` widened over the neighbouring instructions whose source line is in ``lines``."""
+    first, last = span
+    while first > 0 and code[first - 1].line in lines:
+        first -= 1
+    while last + 1 < len(code) and code[last + 1].line in lines:
+        last += 1
+    return first, last
+
+
+def step_code(code, kernel, fma_line, fmas_per_iteration, levels, other_paths=frozenset(),
+              copy_lines=frozenset()) -> StepCode:
     """Find the innermost loop whose FMAs come from ``fma_line`` (the first such copy in the code:
-    the shared-memory path), then the loops ``levels`` around it, from the inside out."""
+    the shared-memory path), then the loops ``levels`` around it, from the inside out.
+
+    The outermost level does not count what the first copy's threads never run: the instructions
+    of source lines ``other_paths`` (another warp's code), every version of the loop it encloses
+    (counted at the level below), and the other copies of the hot loop's function (the
+    instructions with source lines ``copy_lines`` around their loops).
+    """
     spans = loops(code)
     hot = [(a, b) for a, b in spans if any(_kind(i.opcode) == "fma" and i.line == fma_line for i in code[a:b + 1])]
     if not hot:
@@ -193,6 +216,24 @@ def step_code(code, kernel, fma_line, fmas_per_iteration, levels) -> StepCode:
         outer = _enclosing(spans, inner)
         around[level] = (outer[1] - outer[0]) - (inner[1] - inner[0])
         inner = outer
+    if other_paths or copy_lines:
+        # every version of the enclosed loop (the compiler may emit several) and every other copy
+        # of the function (merged spans of its lines around those loops) are not this level's own
+        enclosed = []   # outer: the outermost level's loop
+        for span in innermost:
+            for _ in levels[:-1]:
+                span = _enclosing(spans, span)
+            enclosed.append(span)
+        copies = []
+        for a, b in sorted(_region(code, span, copy_lines) for span in enclosed):
+            if copies and a <= copies[-1][1] + 1:
+                copies[-1] = (copies[-1][0], max(b, copies[-1][1]))
+            else:
+                copies.append((a, b))
+        aside = {i.index for i in code if i.line in other_paths}
+        aside.update(k for a, b in enclosed for k in range(a, b + 1))
+        aside.update(k for a, b in copies if not a <= first <= b for k in range(a, b + 1))
+        around[levels[-1]] = sum(k not in aside for k in range(outer[0], outer[1] + 1))
     local = sum(i.opcode.split(".")[0] in ("LDL", "STL") for i in code)
     return StepCode(kernel, len(code), len(body), unroll, len(body) / unroll,
                     {k: v / unroll for k, v in sorted(kinds.items())}, around, local)
@@ -205,6 +246,21 @@ def _line_of(text: str, needle: str) -> int:
     return lines[0]
 
 
+def _function_lines(text: str, *names) -> frozenset:
+    """Source lines (1-based) of the functions ``names``, from the line naming one to its closing brace."""
+    lines, out = text.splitlines(), set()
+    for name in names:
+        start = next(n + 1 for n, line in enumerate(lines) if "__device__" in line and f" {name}(" in line)
+        end = next(n for n in range(start, len(lines)) if lines[n - 1] == "}")
+        out.update(range(start, end + 1))
+    return frozenset(out)
+
+
+#: solve.cu's functions that only the communication warp of linked tiles runs inside the step loop
+_COMMUNICATION = ("ic_solve_word", "ic_solve_at", "ic_solve_each_cell", "ic_solve_stage_halo", "ic_solve_export",
+                  "ic_solve_release", "ic_solve_acquire_halo")
+
+
 def analyse(dtype: str = "float32", arch: int = 90, workdir: Path | None = None):
     """Static SASS facts of the v1 and v2 step kernels: {"v1": {G: StepCode}, "v2": {G: StepCode}}."""
     import tempfile
@@ -214,13 +270,17 @@ def analyse(dtype: str = "float32", arch: int = 90, workdir: Path | None = None)
                "v1": (solve_v1.source(dtype, "int32"), v1_text, "solve_tiles_g")}
     fma_lines = {"v2": (_line_of(v2_text, "acc[i] += mv.v[i] * xv;"), 1, ("item", "step")),
                  "v1": (_line_of(v1_text, "odd[g] += m1.v[g] * x1;"), 1, ("tap", "item", "step"))}
+    # a v2 compute thread runs neither the communication warp's code nor the step's other matrix path
+    aside = {"v2": {"other_paths": _function_lines(v2_text, *_COMMUNICATION),
+                    "copy_lines": _function_lines(v2_text, "ic_solve_step")}, "v1": {}}
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for version, (source, text, prefix) in sources.items():
             functions = disassemble(cubin(source, f"solve_{version}.cu", arch), Path(workdir or tmp))
             fma_line, per_g, levels = fma_lines[version]
             variants = kernel_solve.OUTPUTS_PER_THREAD if version == "v2" else solve_v1.OUTPUTS_PER_THREAD
-            out[version] = {G: step_code(functions[f"{prefix}{G}"], f"{prefix}{G}", fma_line, per_g * G, levels)
+            out[version] = {G: step_code(functions[f"{prefix}{G}"], f"{prefix}{G}", fma_line, per_g * G, levels,
+                                         **aside[version])
                             for G in variants}
     return out
 
@@ -242,8 +302,9 @@ def step_model(case, facts, itemsize=4):
         if version == "v1":
             slots, per_slot, team = how.threads, groups, 1   # work items (pixel, group) over all threads
             per_item = code.around["item"] + (taps - 1) * (code.around["tap"] + math.ceil(C / 2) * code.per_iteration)
-        else:   # one flat loop over the lane's inputs
-            slots, per_slot, team = how.threads // how.team, 1, how.team   # teams, one pixel each
+        else:   # one flat loop over the lane's inputs; a step takes the pixels of the block's images
+            computing = how.threads - 32 * how.linked   # less the communication warp
+            slots, per_slot, team = computing // how.team, how.slots, how.team
             per_item = code.around["item"] + math.ceil((taps - 1) * C / how.lanes) * code.per_iteration
         diagonals = _diagonals(how.tile_h, how.tile_w)
 
@@ -251,12 +312,17 @@ def step_model(case, facts, itemsize=4):
             return math.ceil(n * per_slot / slots) * per_item + code.around["step"]
 
         def issue_cycles(n):
-            warps_busy = math.ceil(min(n * per_slot * team, how.threads) / 32)
+            warps_busy = math.ceil(min(n * per_slot * team, slots * team) / 32)
             return thread_chain(n) * warps_busy / SCHEDULERS_PER_SM
 
         longest = max(diagonals)
         tile_steps = len(diagonals)
-        critical_tiles = how.tiles_h + how.tiles_w - 1
+        if version == "v1":   # tiles wait for whole neighbour tiles
+            critical = (how.tiles_h + how.tiles_w - 1) * tile_steps
+        else:
+            critical = how.estimate.critical_steps
+        # a step costs at least the longer of one thread's chain and the SM's issue cycles
+        bound = sum(max(thread_chain(n), issue_cycles(n)) for n in diagonals) / tile_steps * critical
         rows[version] = {
             "kernel": code.kernel, "threads": how.threads, "tile": [how.tile_h, how.tile_w],
             "launches": how.launches if version == "v2" else how.tiles_h + how.tiles_w - 1,
@@ -266,8 +332,12 @@ def step_model(case, facts, itemsize=4):
             "thread_instructions_per_step_mean": round(sum(map(thread_chain, diagonals)) / tile_steps),
             "issue_cycles_per_step_longest": round(issue_cycles(longest)),
             "issue_cycles_per_step_mean": round(sum(map(issue_cycles, diagonals)) / tile_steps),
-            "steps_on_the_critical_path": critical_tiles * tile_steps,
+            "steps_on_the_critical_path": round(critical),
+            "instruction_bound_us": round(bound / (ASSUMED_CLOCK_GHZ * 1e3), 1),
         }
+        if version == "v2":   # the plan's cost model, latencies included
+            rows[version]["model_us"] = round(how.estimate.cycles / (ASSUMED_CLOCK_GHZ * 1e3), 1)
+            rows[version]["model_bound"] = how.estimate.bound
     return rows
 
 

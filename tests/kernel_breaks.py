@@ -8,8 +8,9 @@ reads ``$IC_TEST_SKIP`` (-1 or unset: skip nothing), so one compile serves every
 import re
 from dataclasses import dataclass
 
-#: the statements whose removal the emulator must notice
-PATTERNS = ("__syncthreads();", "__syncwarp();", "__threadfence();", "while (!ic_load_acquire(")
+#: the statements whose removal the emulator must notice (the spin-waits: on a flag, on a count)
+PATTERNS = ("__syncthreads();", "__syncwarp();", "__threadfence();", "while (!ic_load_acquire(",
+            "while (ic_load_acquire(")
 #: the environment variable naming the site to skip
 VARIABLE = "IC_TEST_SKIP"
 _SKIP = ('static int ic_test_skip() { const char* s = std::getenv("IC_TEST_SKIP"); '

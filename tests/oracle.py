@@ -16,13 +16,11 @@ def anchor(orientation, kh, kw):
     return (kh - 1 if top else 0, kw - 1 if left else 0)
 
 
-def dense_jacobian(weight_shape, height, width, orientation):
-    """``E`` with ``T = E @ weight.ravel()``: shape (n, n, C*C*KH*KW), masked entries left out."""
+def _entries(weight_shape, height, width, orientation):
+    """(row, column, parameter) of every entry of ``T``: ``T[row, column] += weight.flat[parameter]``."""
     C, _, KH, KW = weight_shape
     pt, pl = anchor(orientation, KH, KW)
-    n = C * height * width
-    E = np.zeros((n, n, C * C * KH * KW))
-    idx = np.arange(n).reshape(C, height, width)
+    idx = np.arange(C * height * width).reshape(C, height, width)
     for o in range(C):
         for c in range(C):
             for a in range(KH):
@@ -34,8 +32,27 @@ def dense_jacobian(weight_shape, height, width, orientation):
                         for j in range(width):
                             si, sj = i + a - pt, j + e - pl
                             if 0 <= si < height and 0 <= sj < width:
-                                E[idx[o, i, j], idx[c, si, sj], param] = 1.0
+                                yield idx[o, i, j], idx[c, si, sj], param
+
+
+def dense_jacobian(weight_shape, height, width, orientation):
+    """``E`` with ``T = E @ weight.ravel()``: shape (n, n, C*C*KH*KW), masked entries left out."""
+    C, _, KH, KW = weight_shape
+    n = C * height * width
+    E = np.zeros((n, n, C * C * KH * KW))
+    for row, column, param in _entries(weight_shape, height, width, orientation):
+        E[row, column, param] = 1.0
     return E
+
+
+def dense_matrix(weight, height, width, orientation):
+    """``T`` alone (no weight derivative: for more channels than :class:`Dense` holds in memory)."""
+    w = np.asarray(weight, dtype=np.float64)
+    n = w.shape[0] * height * width
+    T = np.zeros((n, n))
+    for row, column, param in _entries(w.shape, height, width, orientation):
+        T[row, column] += w.flat[param]
+    return T
 
 
 class Dense:

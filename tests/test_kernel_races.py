@@ -50,15 +50,17 @@ def _solve_devices(race=True, sanitize=None):
 
 
 def _solve_runs(devices, rng):
-    """(result, dense answer) pairs: solves in 2 x 2 tiles (halos from tiles other blocks solve, so the
-    flags matter) with one output per thread and 2 lanes (several output groups, shuffles), of 2 and 5
-    channels (with 5, solve_prepare's rows read columns of A^-1 other threads formed)."""
+    """(result, dense answer) pairs: solves in 2 x 2 linked tiles (halos from tiles other blocks solve, handed
+    over diagonal by diagonal, so the counts, exports and waits matter) with one output per thread and 2 lanes
+    (several output groups, shuffles), of 2 channels with a count published after every diagonal and of 5
+    channels with the plan's grain (with 5, solve_prepare's rows read columns of A^-1 other threads formed)."""
     out = []
     for device in devices:
-        for C in (2, 5):
+        for C, grain in ((2, 1), (5, None)):
             w = make_weight(rng, C, 3, 3, "TR")
             y = rng.standard_normal((2, C, 6, 5))
-            x = kernel_solve.solve(device, y, w, parse_orientation("TR"), max_tile=2, outputs_per_thread=1, lanes=2)
+            x = kernel_solve.solve(device, y, w, parse_orientation("TR"), max_tile=2, outputs_per_thread=1, lanes=2,
+                                   grain=grain)
             out.append((x, Dense(w, 6, 5, "TR").solve(y)))
     return out
 
@@ -103,16 +105,17 @@ def test_functions():
 
 
 def test_every_site_is_listed():
-    """The catalogue follows the sources: solve.cu has 7 barriers, a flag wait and a fence (the
-    comment on each line says what it orders), conv.cu 5 barriers; the test kernels have
-    barriers, a warp sync, a fence and flag waits."""
+    """The catalogue follows the sources: solve.cu has 5 barriers, the communication warp's warp sync, fence
+    and count wait (the comment on each line says what it orders), conv.cu 5 barriers; the test kernels have
+    barriers, a warp sync, a fence, flag waits and a count wait."""
     patterns = [s.pattern for s in SOLVE_SITES]
-    assert (patterns.count("__syncthreads();"), patterns.count("while (!ic_load_acquire("),
-            patterns.count("__threadfence();"), len(patterns)) == (7, 1, 1, 9)
+    assert (patterns.count("__syncthreads();"), patterns.count("__syncwarp();"),
+            patterns.count("while (ic_load_acquire("), patterns.count("__threadfence();"), len(patterns)) == \
+        (5, 1, 1, 1, 8)
     assert [s.pattern for s in CONV_SITES] == ["__syncthreads();"] * 5
     assert {s.kernel for s in CONV_SITES} <= set(CONV_CASES)
     assert {s.pattern for s in TEST_SITES} == {"__syncthreads();", "__syncwarp();", "__threadfence();",
-                                               "while (!ic_load_acquire("}
+                                               "while (!ic_load_acquire(", "while (ic_load_acquire("}
 
 
 def _publishes_the_claim(site):

@@ -61,7 +61,7 @@ def test_every_path(rng, path, dtype):
     from invconv_cupy.orientation import parse_orientation
 
     B, C, H, W, KH, KW = 3, 6, 40, 37, 3, 2
-    limit, max_tile, how = limits_for(path, (B, C, H, W), (KH, KW), np.dtype(dtype).itemsize,
+    limit, options, how = limits_for(path, (B, C, H, W), (KH, KW), np.dtype(dtype).itemsize,
                                       max_threads=kernel_solve.MAX_THREADS, small_tile=8,
                                       start=_device().max_shared_memory_per_block_optin)
     assert how.tiles_h * how.tiles_w > 1 if PATHS[path][0] else how.tiles_h * how.tiles_w == 1
@@ -70,7 +70,7 @@ def test_every_path(rng, path, dtype):
         w, y, g = _case(rng, (B, C, H, W, KH, KW), orientation, dtype)
         orient = parse_orientation(orientation)
         for transpose, data in ((False, y), (True, g)):
-            got = kernel_solve.solve(device, cupy.asarray(data), cupy.asarray(w), orient, transpose, max_tile=max_tile)
+            got = kernel_solve.solve(device, cupy.asarray(data), cupy.asarray(w), orient, transpose, **options)
             assert_close(cupy.asnumpy(got), numpy_backend.solve(data, w, orient, transpose), dtype)
 
 

@@ -15,7 +15,7 @@ from conftest import DTYPES, ORIENTATIONS, assert_close, make_weight
 from invconv_cupy.backends import kernel_solve
 from invconv_cupy.emulator import EmulatorDevice
 from invconv_cupy.orientation import parse_orientation
-from oracle import Dense
+from oracle import Dense, dense_matrix
 from solve_paths import PATHS, SMALL_TILE, limits_for
 
 # (B, C, H, W, KH, KW)
@@ -53,13 +53,12 @@ def _check_paths(rng, shape, orientation, dtype, path, outputs_per_thread=None):
                        outputs_per_thread=outputs_per_thread)
     if found is None:
         return None
-    limit, max_tile, how = found
+    limit, options, how = found
     dev = device(limit)
     w = make_weight(rng, C, KH, KW, orientation, dtype)
     y, g = (rng.standard_normal((B, C, H, W)).astype(dtype) for _ in range(2))
     dense = Dense(w, H, W, orientation)
     orient = parse_orientation(orientation)
-    options = {"max_tile": max_tile, "outputs_per_thread": outputs_per_thread}
     x = kernel_solve.solve(dev, y, w, orient, **options)
     assert x.dtype == dtype and x.flags.c_contiguous
     assert_close(x, dense.solve(y), dtype)
@@ -80,20 +79,54 @@ def test_solve_and_transposed_solve_match_the_oracle_on_every_path(rng, path, dt
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_images_of_many_tiles(rng, path, orientation):
     how = _check_paths(rng, (2, 3, 9, 11, 3, 2), orientation, np.float64, path)
-    assert how.tiles_h * how.tiles_w == 5 * 6 and how.launches == 2 and how.grid > 1
+    assert how.tiles_h * how.tiles_w == 5 * 6 and how.launches == 2 and how.grid > 1 and how.linked
 
 
-@pytest.mark.parametrize("blocks", [1, 3])
-def test_persistent_grid_smaller_than_the_tiles(rng, blocks):
+@pytest.mark.parametrize("blocks,grain", [(1, None), (3, 1)])
+def test_persistent_grid_smaller_than_the_tiles(rng, blocks, grain):
     """Fewer blocks than tiles: each block claims tiles until none is left, in dependency order,
     so any grid finishes (one block solves every tile of every image in turn)."""
     B, C, H, W, KH, KW = 3, 2, 7, 5, 3, 3
     w = make_weight(rng, C, KH, KW, "BL")
     y = rng.standard_normal((B, C, H, W))
-    x = kernel_solve.solve(device(), y, w, parse_orientation("BL"), max_tile=2, max_blocks=blocks)
+    x = kernel_solve.solve(device(), y, w, parse_orientation("BL"), max_tile=2, max_blocks=blocks, grain=grain)
     assert_close(x, Dense(w, H, W, "BL").solve(y), np.float64)
     assert kernel_solve.plan((B, C, H, W), (KH, KW), 8, shared_limit=227 * 1024, max_threads=64, max_tile=2,
                              max_blocks=blocks).grid == blocks
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("grain", [1, 2, 3, 7])
+def test_linked_tiles_publish_progress_at_every_grain(rng, dtype, grain):
+    """Tiles hand over their border pixels every `grain` diagonals (7: only when a 4 x 4 tile is done), with
+    a 3 x 4 kernel whose halo reaches two tile columns and the up-left corner tile; transposed too."""
+    B, C, H, W, KH, KW = 2, 3, 9, 11, 3, 4
+    how = kernel_solve.plan((B, C, H, W), (KH, KW), np.dtype(dtype).itemsize, shared_limit=227 * 1024,
+                            max_threads=64, max_tile=2, grain=grain)
+    assert how.linked and how.grain == grain and how.threads % 32 == 0
+    for orientation, transpose in (("TL", False), ("BR", True)):
+        w = make_weight(rng, C, KH, KW, orientation, dtype)
+        y = rng.standard_normal((B, C, H, W)).astype(dtype)
+        dense = Dense(w, H, W, orientation)
+        x = kernel_solve.solve(device(), y, w, parse_orientation(orientation), transpose, max_tile=2, grain=grain)
+        assert_close(x, _transposed_solve(dense, y) if transpose else dense.solve(y), dtype)
+
+
+@pytest.mark.parametrize("max_tile", [None, 2])
+@pytest.mark.parametrize("slots", [2, 3])
+def test_several_images_per_block(rng, max_tile, slots):
+    """A block solves `slots` images at once (5 images: the last group is partial), whole or in linked tiles."""
+    B, C, H, W, KH, KW = 5, 3, 5, 4, 3, 2
+    how = kernel_solve.plan((B, C, H, W), (KH, KW), 8, shared_limit=227 * 1024, max_threads=64, max_tile=max_tile,
+                            slots=slots)
+    assert how.slots == slots and how.linked == (max_tile is not None)
+    for orientation, transpose in (("TR", False), ("BL", True)):
+        w = make_weight(rng, C, KH, KW, orientation)
+        y = rng.standard_normal((B, C, H, W))
+        dense = Dense(w, H, W, orientation)
+        x = kernel_solve.solve(device(), y, w, parse_orientation(orientation), transpose, max_tile=max_tile,
+                               slots=slots)
+        assert_close(x, _transposed_solve(dense, y) if transpose else dense.solve(y), np.float64)
 
 
 @pytest.mark.parametrize("outputs", kernel_solve.OUTPUTS_PER_THREAD)
@@ -178,32 +211,59 @@ class TestPlan:
         assert how.threads == 32 * how.team == 256                           # the 32 pixels of the longest diagonal
         assert 48 * 1024 < how.shared_bytes <= self.H200
 
-    def test_large_image_is_one_persistent_launch_over_tiles(self):
+    def test_large_image_is_one_persistent_launch_over_linked_tiles(self):
         how = kernel_solve.plan((1, 3, 2048, 2048), (3, 3), 4, shared_limit=self.H200)
         assert (how.tile_h, how.tile_w) == (kernel_solve.MAX_TILE,) * 2 and not how.matrices_in_global
-        assert how.launches == 2 and how.tiles_h == how.tiles_w == 2048 // kernel_solve.MAX_TILE
-        assert how.grid == how.tiles_h   # a block per tile of the widest tile anti-diagonal: more would only wait
+        assert how.launches == 2 and how.tiles_h == how.tiles_w == 2048 // kernel_solve.MAX_TILE and how.linked
+        # tiles of two tile anti-diagonals run at once (a tile lags its neighbours by about a tile width)
+        assert how.grid == 2 * how.tiles_h and 1 < how.grain < 2 * kernel_solve.MAX_TILE - 1
+        assert how.threads == how.team * (how.threads - 32) // how.team + 32   # and the communication warp
         assert how.shared_bytes <= self.H200
+        # the critical path: H + W - 1 steps and a few per tile hand-off, not 2 (H + W)
+        assert 2048 + 2048 - 1 < how.estimate.critical_steps < 1.3 * (2048 + 2048)
 
     def test_many_channels_put_the_matrices_in_global_memory(self):
-        how = kernel_solve.plan((8, 96, 8, 8), (3, 3), 8, shared_limit=self.H200)
-        assert how.matrices_in_global and how.tiles_h * how.tiles_w == 1 and how.shared_bytes <= self.H200
+        how = kernel_solve.plan((8, 64, 8, 8), (3, 3), 8, shared_limit=self.H200)
+        assert how.matrices_in_global and how.shared_bytes <= self.H200
+        assert not kernel_solve.plan((8, 64, 8, 8), (3, 3), 4, shared_limit=self.H200).matrices_in_global
 
     def test_team_is_the_cheapest_by_the_cost_model(self):
-        """G and L minimize step_cost for the longest diagonal; a block holds a team for each of
-        its pixels when it can."""
-        for C, H, itemsize in ((12, 32, 4), (48, 16, 4), (3, 64, 4), (1, 4, 8), (5, 9, 8)):
-            how = kernel_solve.plan((4, C, H, H), (3, 3), itemsize, shared_limit=self.H200)
-            inputs = 8 * C
-            limit = kernel_solve.MAX_THREADS_FOR_OUTPUTS
-            costs = [kernel_solve.step_cost(C, inputs, G, L, H, limit[G], itemsize)
+        """G and L minimize step_cost for the block's longest step (its images times the tile's longest
+        diagonal); a block holds a team for each of its pixels when it can, and the communication warp
+        of linked tiles."""
+        for B, C, H, itemsize in ((4, 12, 32, 4), (4, 48, 16, 4), (4, 3, 64, 4), (400, 1, 4, 8), (4, 5, 9, 8),
+                                  (1, 3, 2048, 4)):
+            how = kernel_solve.plan((B, C, H, H), (3, 3), itemsize, shared_limit=self.H200)
+            inputs, items, comm = 8 * C, how.slots * min(how.tile_h, how.tile_w), 32 * how.linked
+            limit = {G: n - comm for G, n in kernel_solve.MAX_THREADS_FOR_OUTPUTS.items()}
+            costs = [kernel_solve.step_cost(C, inputs, G, L, items, limit[G], itemsize)
                      for G in kernel_solve.OUTPUTS_PER_THREAD for L in kernel_solve.LANES if L <= inputs]
             G = how.outputs_per_thread
-            assert kernel_solve.step_cost(C, inputs, G, how.lanes, H, limit[G], itemsize) == min(
+            assert kernel_solve.step_cost(C, inputs, G, how.lanes, items, limit[G], itemsize) == min(
                 c for c in costs if c is not None)
             assert how.team == -(-C // G) * how.lanes
-            assert how.threads % 32 == 0 and how.team <= how.threads <= limit[G]
-            assert how.threads >= min(H, limit[G] // how.team) * how.team
+            assert how.threads % 32 == 0 and how.team + comm <= how.threads <= limit[G] + comm
+            assert how.threads - comm >= min(items, limit[G] // how.team) * how.team
+
+    def test_tile_images_per_block_and_grain_have_the_lowest_estimate(self):
+        """The plan is the cheapest candidate by the cost model: forcing another tile side, images per block
+        or grain never gives a lower estimate."""
+        for shape, itemsize in (((100, 12, 32, 32), 4), ((100, 48, 16, 16), 4), ((1, 12, 32, 32), 4),
+                                ((1000, 12, 8, 8), 4), ((2, 3, 256, 256), 8)):
+            how = kernel_solve.plan(shape, (3, 3), itemsize, shared_limit=self.H200)
+            for options in ({"max_tile": 8}, {"max_tile": 16}, {"slots": 1}, {"slots": 4}, {"grain": 1},
+                            {"grain": 4}):
+                other = kernel_solve.plan(shape, (3, 3), itemsize, shared_limit=self.H200, **options)
+                assert how.estimate.cycles <= other.estimate.cycles, (shape, options)
+
+    def test_fewer_images_than_sms_split_into_tiles_when_the_model_says_so(self):
+        """One 32 x 32 image of 12 channels leaves all but one SM idle; the model still prefers it whole,
+        since a linked tile pays a fence and L2 round trips per grain. One image of 48 channels at 16 x 16
+        splits: its steps are long enough to win from four SMs. Many small images share blocks."""
+        assert kernel_solve.plan((1, 12, 32, 32), (3, 3), 4, shared_limit=self.H200).tiles_h == 1
+        split = kernel_solve.plan((1, 48, 16, 16), (3, 3), 4, shared_limit=self.H200)
+        assert split.linked and split.tiles_h * split.tiles_w > 1
+        assert kernel_solve.plan((1000, 12, 8, 8), (3, 3), 4, shared_limit=self.H200).slots > 1
 
     def test_cost_model_prefers_lanes_for_short_diagonals_and_sharing_for_long_ones(self):
         cost = kernel_solve.step_cost
@@ -222,6 +282,23 @@ class TestPlan:
             assert how.mat_stride >= -(-C // G) * G
             assert how.channel_stride % 2 == 1
 
+    @pytest.mark.parametrize("itemsize", [4, 8])
+    def test_many_channels_run_until_one_pixel_does_not_fit(self, itemsize):
+        """A^-1 by solve_invert, the step matrices and offsets in global memory, 1 x 1 linked tiles: the most
+        channels are those whose one pixel with its 3 x 3 halo fits in shared memory (6456 in float32, 3228
+        in float64 on an H100/H200, as v1); one more raises, naming backend='numpy'."""
+        most = (self.H200 - 4) // (9 * itemsize)
+        how = kernel_solve.plan((1, most, 8, 8), (3, 3), itemsize, shared_limit=self.H200)
+        assert how.inverse_in_global and how.matrices_in_global and how.launches == 3
+        assert (how.tile_h, how.tile_w, how.channel_stride) == (1, 1, 9) and how.linked
+        assert how.shared_bytes == most * 9 * itemsize + 4 <= self.H200
+        with pytest.raises(ValueError, match=r"even for one pixel.*backend='numpy'"):
+            kernel_solve.plan((1, most + 1, 8, 8), (3, 3), itemsize, shared_limit=self.H200)
+
+    def test_inverse_in_global_when_a_warp_per_column_is_cheaper(self):
+        assert not kernel_solve.plan((1, 12, 8, 8), (3, 3), 4, shared_limit=self.H200).inverse_in_global
+        assert kernel_solve.plan((1, 160, 8, 8), (3, 3), 4, shared_limit=self.H200).inverse_in_global
+
     def test_impossible_sizes_raise(self):
         with pytest.raises(ValueError, match="shared memory.*backend='numpy'"):
             kernel_solve.plan((1, 4096, 8, 8), (3, 3), 8, shared_limit=48 * 1024)
@@ -237,22 +314,30 @@ def test_outputs_per_thread_matches_the_kernel_entry_points():
 
 
 @pytest.mark.parametrize("transpose", [False, True])
-def test_prepare_writes_every_matrix_once_and_zeroes_the_work_counters(rng, transpose):
-    """solve_prepare alone, on several blocks (a block per output row, each forming A^-1 itself),
-    against NumPy: zmat = F_0^-1, mat rows = M_t = -F_0^-1 F_t (zero past C), work zeroed."""
-    C, KH, KW, orientation = 5, 2, 3, "BL"
+@pytest.mark.parametrize("inverse_in_global", [False, True])
+def test_prepare_writes_every_matrix_once_and_zeroes_the_work_counters(rng, transpose, inverse_in_global):
+    """solve_prepare alone, on several blocks (a block per output row, each forming A^-1 itself or reading
+    solve_invert's), against NumPy: zmat = F_0^-1, mat rows = M_t = -F_0^-1 F_t (zero past C), the inputs'
+    offsets in the staged tile, work zeroed. 37 channels: solve_invert's warps take two rounds of lanes."""
+    C, KH, KW, orientation = 37, 2, 3, "BL"
     orient = parse_orientation(orientation)
     w = make_weight(rng, C, KH, KW, orientation)
-    how = kernel_solve.plan((1, C, 4, 4), (KH, KW), 8, shared_limit=227 * 1024, max_threads=64)
-    MS, taps = how.mat_stride, KH * KW
-    zmat, mat = np.full(C * C, np.nan), np.full((taps - 1) * C * MS, np.nan)
-    work = np.full(37, -7, np.int32)
-    fn = device().function("solve", "solve_prepare", "float64", "int32")
+    how = kernel_solve.plan((1, C, 4, 4), (KH, KW), 8, shared_limit=227 * 1024, max_threads=64,
+                            inverse_in_global=inverse_in_global)
+    MS, taps, chan, EW = how.mat_stride, KH * KW, how.channel_stride, how.tile_w + KW - 1
+    zmat, mat, ainv = np.full(C * C, np.nan), np.full((taps - 1) * C * MS, np.nan), np.full(C * C, np.nan)
+    work, offsets = np.full(37, -7, np.int32), np.full((taps - 1) * C, -7, np.int32)
     i32 = np.int32
+    if inverse_in_global:
+        device().function("solve", "solve_invert", "float64", "int32")(
+            (how.invert_grid,), (how.invert_threads,), (w, ainv, i32(C), i32(KH), i32(KW), i32(orient.flip_h),
+                                                        i32(orient.flip_w)))
+    fn = device().function("solve", "solve_prepare", "float64", "int32")
     fn((how.prepare_grid,), (how.prepare_threads,),
-       (w, zmat, mat, work, i32(work.size), i32(C), i32(MS), i32(KH), i32(KW), i32(KH), i32(KW), i32(orient.flip_h),
-        i32(orient.flip_w), i32(transpose)), shared_mem=how.prepare_shared_bytes)
-    assert how.prepare_grid > 1 and (work == 0).all()
+       (w, ainv, zmat, mat, work, i32(work.size), offsets, i32(C), i32(MS), i32(KH), i32(KW), i32(KH), i32(KW),
+        i32(orient.flip_h), i32(orient.flip_w), i32(transpose), i32(chan), i32(EW), i32(inverse_in_global)),
+       shared_mem=how.prepare_shared_bytes)
+    assert how.prepare_grid > 1 and (work == 0).all() and how.inverse_in_global == inverse_in_global
     # frame tap t = p*KW + q is the physical tap (p, KW-1-q) for BL (flip_h, not flip_w)
     taps_f = [w[:, :, p, KW - 1 - q] for p in range(KH) for q in range(KW)]
     if transpose:
@@ -264,16 +349,53 @@ def test_prepare_writes_every_matrix_once_and_zeroes_the_work_counters(rng, tran
     for t in range(1, taps):
         np.testing.assert_allclose(rows[t - 1, :, :C], (-inverse @ taps_f[t]).T, atol=1e-12)
     assert (rows[:, :, C:] == 0).all()
+    expected = [c * chan - (t // KW) * EW - t % KW for t in range(1, taps) for c in range(C)]
+    np.testing.assert_array_equal(offsets, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("orientation", ["TL", "BR"])
+def test_many_channels_under_small_shared_memory_limits(rng, dtype, orientation):
+    """Item 1's path on a device whose limit is too small for A^-1, for the step matrices and for the whole
+    image: solve_invert, matrices and offsets read from global memory, small linked tiles; solve and the
+    transposed solve against the oracle. Below one pixel with its halo, a ValueError names backend='numpy'."""
+    B, C, H, W, KH, KW = 2, 40, 4, 3, 2, 3
+    itemsize = np.dtype(dtype).itemsize
+    limit = C * (3 * 4 | 1) * itemsize + 4   # a 2 x 2 tile with its halo (and the claim): not A^-1, not the image
+    how = kernel_solve.plan((B, C, H, W), (KH, KW), itemsize, shared_limit=limit, max_threads=64)
+    assert how.inverse_in_global and how.matrices_in_global and how.linked and how.launches == 3
+    assert how.tile_h * how.tile_w <= 4 and C * (C | 1) * itemsize > limit
+    for transpose in (False, True):
+        w = make_weight(rng, C, KH, KW, orientation, dtype)
+        y = rng.standard_normal((B, C, H, W)).astype(dtype)
+        T = dense_matrix(w, H, W, orientation)
+        expected = np.linalg.solve(T.T if transpose else T, y.reshape(B, -1).astype(np.float64).T).T
+        x = kernel_solve.solve(device(limit), y, w, parse_orientation(orientation), transpose)
+        assert_close(x, expected.reshape(y.shape), dtype)
+    pixel = C * (KH * KW | 1) * itemsize + 4   # one pixel of the channels with its halo, and the claim
+    with pytest.raises(ValueError, match=r"even for one pixel.*backend='numpy'"):
+        kernel_solve.solve(device(pixel - 1), y, w, parse_orientation(orientation))
+
+
+def test_api_names_the_numpy_backend_when_channels_do_not_fit(rng, monkeypatch):
+    from invconv_cupy.backends import emulate_backend
+
+    monkeypatch.setattr(emulate_backend.device, "max_shared_memory_per_block_optin", 512)
+    w = make_weight(rng, 8, 3, 3, "TL")
+    y = rng.standard_normal((1, 8, 4, 4))
+    with pytest.raises(ValueError, match="backend='numpy'"):
+        ic.solve(y, w, backend="emulate")
 
 
 def test_no_solve_entry_point_spills_on_sm_80_either():
-    """test_kernel_resources checks every entry point on sm_90; the sm_80 float64 int32 build is the
-    one where solve variants spilled before each G got its launch bounds."""
+    """test_kernel_resources checks every entry point on sm_90; the sm_80 int32 builds are the ones where
+    solve variants spilled (float64 before each G got its launch bounds, float32 G = 4 at 768 threads)."""
     pytest.importorskip("cupy")
     from invconv_cupy import kernel_resources
 
-    resources, failures = kernel_resources.collect((80,), ("float64",), ("int32",))
+    resources, failures = kernel_resources.collect((80,), ("float32", "float64"), ("int32",))
     assert failures == ()
     solve = [r for r in resources if r.family == "solve"]
-    assert {r.entry for r in solve} == set(kernel_source.entry_points("solve"))
+    assert {(r.entry, r.dtype) for r in solve} == {(e, d) for e in kernel_source.entry_points("solve")
+                                                   for d in ("float32", "float64")}
     assert kernel_resources.offenders(solve) == []
