@@ -19,7 +19,9 @@ def test_noise_estimates_on_white_noise(rng):
     sigma = rng.uniform(0.01, 0.2)
     noise = sigma * rng.standard_normal((2, 128, 128))
     assert haar_noise(noise) == pytest.approx(sigma, rel=0.08)
-    assert spectral_noise(noise, motion_psf(9, 30, 0.85)) == pytest.approx(sigma, rel=0.15)
+    # The spectral estimate uses only the frequencies the blur removes: its relative spread here
+    # is about 0.07 (600 draws), so 0.35 is 5 of them; a wrong scale (e.g. a lost factor of 2) still fails.
+    assert spectral_noise(noise, motion_psf(9, 30, 0.85)) == pytest.approx(sigma, rel=0.35)
 
 
 @pytest.mark.parametrize("psf", [gaussian_psf(1.5), motion_psf(9, 30, 0.85)], ids=["gaussian", "motion"])
