@@ -155,6 +155,7 @@ def _cases(rng, dtype):
     g = rng.standard_normal(x.shape).astype(dtype)
     w = 0.2 * rng.standard_normal((3, 3, 3, 2)).astype(dtype)
     w[:, :, -1, -1] += np.diag(rng.uniform(1, 2, 3)).astype(dtype)
+    w_tr = w[:, :, :, ::-1].copy()  # the anchor tap of TR is (KH-1, 0)
     w_br = w[:, :, ::-1, ::-1].copy()  # the anchor tap of BR is (0, 0)
     wide = 0.05 * rng.standard_normal((20, 20, 3, 3)).astype(dtype)
     wide[:, :, -1, -1] += np.diag(rng.uniform(1, 2, 20)).astype(dtype)
@@ -172,7 +173,7 @@ def _cases(rng, dtype):
         ("solve linked tiles transposed", "solve", {}, (g, w, TL, True), {"max_tile": 4}),
         ("solve linked tiles BR, 64-bit, every diagonal published", "solve", {"index64": True}, (x, w_br, BR),
          {"max_tile": 2, "grain": 1}),
-        ("solve 2 images per block, linked tiles", "solve", {}, (x, w, TR), {"max_tile": 4, "slots": 2}),
+        ("solve 2 images per block, linked tiles", "solve", {}, (x, w_tr, TR), {"max_tile": 4, "slots": 2}),
         ("solve matrices in global", "solve", {"max_shared_memory_per_block_optin": 4096}, (y20, wide, TL), {}),
         ("solve A^-1 by solve_invert, matrices in global", "solve", {"max_shared_memory_per_block_optin": 2048},
          (y20, wide_bl, BL, True), {"inverse_in_global": True}),
