@@ -19,18 +19,18 @@ Each timed call ends with ``torch.cuda.synchronize()`` on a GPU.
     python -m pytest bench/test_torch_adapter.py --benchmark-enable -m "not gpu"
 
 The 2-core CPU machine is shared: for steadier numbers pin the thread pools,
-``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m pytest ...``.
+``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m pytest ...``; its speed
+drifts within minutes, and ``bench/torch_step_ratios.py`` times the same
+workloads (``torch_workloads.py``) with ours and the baseline in turn.
 """
 
 import pytest
 import torch
-from torch import nn
 
 import invconv_cupy.torch as ict
 from invconv_cupy.torch import _conv2d, _work
+from torch_workloads import K, SHAPES, conv2d, inputs, inverse_conv, sample_pass, training_step
 
-SHAPES = [(64, 16, 8, 8), (100, 12, 32, 32)]
-K = 3
 GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 DEVICES = ["cpu", pytest.param("cuda", marks=GPU)]
 shape_id = lambda s: "x".join(map(str, s))  # noqa: E731
@@ -50,78 +50,55 @@ def _run(benchmark, device, group, shape, role, fn):
     benchmark.pedantic(timed, rounds=rounds, warmup_rounds=5, iterations=1)
 
 
-def _layer(channels, device):
-    torch.manual_seed(0)
-    layer = ict.InverseConv2d(channels, K, "TL", init_std=0.05, device=device)
-    with torch.no_grad():
-        layer.log_scale.normal_(std=0.1)
-    return layer
-
-
-def _inputs(shape, device):
-    return torch.randn(shape, device=device), torch.randn(shape, device=device)
-
-
 # role -> where InverseConv2d's convolutions run (None: the nn.Conv2d baseline)
 ROLES = {"ours": "torch", "ours, convolution on our own code": "invconv_cupy", "nn.Conv2d": None}
 
 
 def _model(role, channels, device):
-    if ROLES[role] is None:
-        return nn.Conv2d(channels, channels, K, padding=K // 2, bias=False, device=device)
-    return _layer(channels, device)
+    return conv2d(channels, device) if ROLES[role] is None else inverse_conv(channels, device)
 
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("device", DEVICES)
 def test_sample(benchmark, device, shape, role):
-    model = _model(role, shape[1], device)
-    forward = model if ROLES[role] is None else model.inverse
-    z, _ = _inputs(shape, device)
+    sample = sample_pass(_model(role, shape[1], device))
+    z, _ = inputs(shape, device)
 
-    @torch.no_grad()
-    def sample():
+    def sample_on_route():
         with ict.conv_route(ROLES[role] or "torch"):
-            forward(z)
+            sample(z)
 
-    _run(benchmark, device, "sample", shape, role, sample)
+    _run(benchmark, device, "sample", shape, role, sample_on_route)
 
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("device", DEVICES)
 def test_train(benchmark, device, shape, role):
-    model = _model(role, shape[1], device)
-    x, g = _inputs(shape, device)
+    step = training_step(_model(role, shape[1], device))
+    x, g = inputs(shape, device)
     x.requires_grad_()
 
-    def step():
+    def step_on_route():
         with ict.conv_route(ROLES[role] or "torch"):
-            if ROLES[role] is None:
-                model(x).backward(g)
-            else:
-                z, logdet = model(x)
-                torch.autograd.backward((z, logdet), (g, torch.ones_like(logdet)))
+            step(x, g)
 
-    _run(benchmark, device, "train", shape, role, step)
+    _run(benchmark, device, "train", shape, role, step_on_route)
 
 
 @pytest.mark.parametrize("part", ["ours", "solve", "transposed solve", "weight gradient"])
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("device", DEVICES)
 def test_train_parts(benchmark, device, shape, part):
-    layer = _layer(shape[1], device)
-    x, g = _inputs(shape, device)
+    layer = inverse_conv(shape[1], device)
+    x, g = inputs(shape, device)
     w = layer.effective_weight().detach()
     x.requires_grad_(part == "ours")
-
-    def step():
-        z, logdet = layer(x)
-        torch.autograd.backward((z, logdet), (g, torch.ones_like(logdet)))
+    step = training_step(layer)
 
     work = {
-        "ours": step,
+        "ours": lambda: step(x, g),
         "solve": lambda: _work.solve(x, w, "TL"),
         "transposed solve": lambda: _work.solve(g, w, "TL", transpose=True),
         "weight gradient": lambda: _conv2d.weight_grad(g, x, (K, K), "TL"),
