@@ -29,7 +29,7 @@ import torch
 
 import invconv_cupy.torch as ict
 from invconv_cupy.torch import _conv2d, _work
-from torch_workloads import K, SHAPES, conv2d, inputs, inverse_conv, sample_pass, training_step
+from torch_workloads import K, SHAPES, conv2d, environment, inputs, inverse_conv, sample_pass, training_step
 
 GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 DEVICES = ["cpu", pytest.param("cuda", marks=GPU)]
@@ -39,7 +39,7 @@ shape_id = lambda s: "x".join(map(str, s))  # noqa: E731
 def _run(benchmark, device, group, shape, role, fn):
     benchmark.group = f"torch {group} {device} {shape_id(shape)} k{K} float32"
     benchmark.extra_info["role"] = role
-    benchmark.extra_info["torch_threads"] = torch.get_num_threads()
+    benchmark.extra_info.update(environment())  # threads, CPU, the BLAS kernels under the NumPy solve
 
     def timed():
         fn()

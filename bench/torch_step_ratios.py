@@ -20,8 +20,6 @@ underneath NumPy's solve: the OpenBLAS kernels in use and
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -30,7 +28,7 @@ from pathlib import Path
 import torch
 
 from jsonfile import write_atomic
-from torch_workloads import SHAPES, conv2d, inputs, inverse_conv, sample_pass, training_step
+from torch_workloads import SHAPES, conv2d, environment, inputs, inverse_conv, sample_pass, training_step
 
 GOALS = {"sample": 1.2, "train": 3.0}
 
@@ -79,40 +77,6 @@ def measure(ours, baseline, rounds: int, block_s: float) -> dict:
         "ratio_range": [min(ratios), max(ratios)],
         "calls_per_block": list(calls),
     }
-
-
-def environment() -> dict:
-    """Threads, CPU and the BLAS kernels in use (threadpoolctl's view, where it is installed)."""
-    info = {
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "cpu": _cpu_model(),
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-    }
-    try:
-        import threadpoolctl
-    except ImportError:
-        info["blas"] = "unknown (threadpoolctl not installed)"
-    else:
-        import numpy  # noqa: F401  (loads NumPy's BLAS, so that threadpoolctl sees it)
-
-        info["blas"] = [
-            {key: pool.get(key) for key in ("internal_api", "architecture", "num_threads", "version")}
-            for pool in threadpoolctl.threadpool_info()
-            if pool.get("user_api") == "blas"
-        ]
-    return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None) -> int:

@@ -7,6 +7,10 @@ turn). Float32, 3x3 kernels, orientation TL.
 
 from __future__ import annotations
 
+import os
+import platform
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -60,3 +64,37 @@ def training_step(model):
             model(x).backward(g)
 
     return run
+
+
+def environment() -> dict:
+    """Threads, CPU and the BLAS kernels in use (threadpoolctl's view, where it is installed)."""
+    info = {
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+    }
+    try:
+        import threadpoolctl
+    except ImportError:
+        info["blas"] = "unknown (threadpoolctl not installed)"
+    else:
+        import numpy  # noqa: F401  (loads NumPy's BLAS, so that threadpoolctl sees it)
+
+        info["blas"] = [
+            {key: pool.get(key) for key in ("internal_api", "architecture", "num_threads", "version")}
+            for pool in threadpoolctl.threadpool_info()
+            if pool.get("user_api") == "blas"
+        ]
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
