@@ -58,33 +58,31 @@ def _model(role, channels, device):
     return conv2d(channels, device) if ROLES[role] is None else inverse_conv(channels, device)
 
 
+def _on_route(role, fn, *args):
+    """``fn(*args)`` with InverseConv2d's convolutions where ``role`` runs them."""
+
+    def run():
+        with ict.conv_route(ROLES[role] or "torch"):
+            fn(*args)
+
+    return run
+
+
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("device", DEVICES)
 def test_sample(benchmark, device, shape, role):
-    sample = sample_pass(_model(role, shape[1], device))
     z, _ = inputs(shape, device)
-
-    def sample_on_route():
-        with ict.conv_route(ROLES[role] or "torch"):
-            sample(z)
-
-    _run(benchmark, device, "sample", shape, role, sample_on_route)
+    _run(benchmark, device, "sample", shape, role, _on_route(role, sample_pass(_model(role, shape[1], device)), z))
 
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("device", DEVICES)
 def test_train(benchmark, device, shape, role):
-    step = training_step(_model(role, shape[1], device))
     x, g = inputs(shape, device)
     x.requires_grad_()
-
-    def step_on_route():
-        with ict.conv_route(ROLES[role] or "torch"):
-            step(x, g)
-
-    _run(benchmark, device, "train", shape, role, step_on_route)
+    _run(benchmark, device, "train", shape, role, _on_route(role, training_step(_model(role, shape[1], device)), x, g))
 
 
 @pytest.mark.parametrize("part", ["ours", "solve", "transposed solve", "weight gradient"])
