@@ -8,7 +8,7 @@ compares blocks taken seconds apart; the result is the median of the rounds'
 ratios, with their range. Process CPU time, so time the VM gives to other
 guests is not counted.
 
-    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python bench/torch_step_ratios.py --json bench/results/torch-step-ratios.json
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python bench/torch_step_ratios.py --json bench/results/torch-step-ratios/cpu.json
 
 Workloads (``torch_workloads.py``), float32, 3x3 kernels: ``sample``
 (``InverseConv2d.inverse`` / ``nn.Conv2d`` forward, goal <= 1.2) and ``train``
@@ -57,7 +57,7 @@ def block_seconds(fn, calls: int) -> float:
 
 
 def calls_for(fn, target_s: float) -> int:
-    """How many calls of ``fn`` take about ``target_s`` (at least 3), after a warm-up of 3."""
+    """How many calls of ``fn`` take about ``target_s`` (at least 3), from the fastest of 3 single calls."""
     per_call = min(block_seconds(fn, 1) for _ in range(3))
     return max(3, round(target_s / max(per_call, 1e-7)))
 
